@@ -1,0 +1,56 @@
+"""``create_app(services)``: the Litestar application, built from the services it composes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
+
+from api.errors import exception_handlers
+from api.pipeline import ChatPipeline
+from api.request_ids import echo_request_id
+from api.routes import ChatController, healthz, info, list_models, readyz
+from api.services import Services
+
+__all__ = ["create_app"]
+
+
+def create_app(services: Services, *, echo_request_id_header: bool = True) -> Litestar:
+    """Build the API; every dependency is given, nothing is created at import time.
+
+    Behind the Ray Serve proxy, ``echo_request_id_header`` is off: the proxy already puts
+    the request id it passed in (``X-Request-ID``) on the response.
+    """
+    pipeline = ChatPipeline(services)
+    started_at = int(time.time())
+    settings = services.settings
+
+    def _const(value: Any) -> Provide:
+        return Provide(lambda: value, use_cache=True, sync_to_thread=False)
+
+    return Litestar(
+        route_handlers=[ChatController, list_models, healthz, readyz, info],
+        dependencies={
+            "services": _const(services),
+            "pipeline": _const(pipeline),
+            "api_settings": _const(settings.api),
+            "config_version": _const(services.config_version),
+            "started_at": _const(started_at),
+        },
+        before_send=[echo_request_id] if echo_request_id_header else [],
+        exception_handlers=exception_handlers,
+        request_max_body_size=settings.api.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Enclave API",
+            version="0.1.0",
+            description="OpenAI-compatible chat over self-hosted models.",
+            path="/schema",
+            # JSON/YAML only: the HTML renderers load their scripts from a CDN.
+            render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
+        ),
+        debug=False,
+    )

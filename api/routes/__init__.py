@@ -1,0 +1,9 @@
+"""HTTP route handlers, one module per area."""
+
+from __future__ import annotations
+
+from api.routes.chat import ChatController
+from api.routes.health import healthz, info, readyz
+from api.routes.models import list_models
+
+__all__ = ["ChatController", "healthz", "info", "list_models", "readyz"]

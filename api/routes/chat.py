@@ -1,0 +1,203 @@
+"""``POST /v1/chat/completions``: the OpenAI-compatible chat endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from litestar import Controller, Request, Response, post
+from litestar.response import Stream
+
+from api.errors import problem_body
+from api.openai_types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ResponseMessage,
+    Usage,
+)
+from api.pipeline import ChatPipeline, ChatRun
+from api.request_ids import request_id_of
+from api.sse import DONE_FRAME, encode_frame
+from api.validation import ValidatedChat, validate_chat_request
+from core.errors import EnclaveError
+from core.settings import ApiSettings
+from models.llm.base import GenerationDelta
+
+__all__ = ["ChatController"]
+
+_log = logging.getLogger("enclave.api.chat")
+
+
+def _lineage_headers(run: ChatRun, config_version: str) -> dict[str, str]:
+    headers = {
+        "X-Enclave-Engine": run.engine,
+        "X-Enclave-Config-Version": config_version,
+        "X-Enclave-Context-Dropped": str(run.fit.dropped_messages),
+    }
+    if run.fallback_used:
+        headers["X-Enclave-Fallback"] = run.fallback_reason or "primary-failed"
+    return headers
+
+
+async def _until_disconnect(request: Request[Any, Any, Any]) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class ChatController(Controller):
+    """OpenAI chat completions."""
+
+    path = "/v1/chat/completions"
+    tags = ["chat"]  # noqa: RUF012 - Litestar reads this class attribute
+
+    @post(status_code=200, summary="Create a chat completion (OpenAI-compatible)")
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        data: ChatCompletionRequest,
+        pipeline: ChatPipeline,
+        api_settings: ApiSettings,
+        config_version: str,
+    ) -> Response[Any]:
+        """Answer a chat, as JSON or (``stream: true``) as server-sent events."""
+        request_id = request_id_of(request.scope)
+        chat = validate_chat_request(data, api_settings)
+        run = pipeline.prepare(chat, request_id)
+        deltas = pipeline.stream(chat, run)
+        if chat.stream:
+            return await _streamed(chat, run, deltas, config_version)
+        collect = asyncio.ensure_future(_collect(deltas))
+        disconnect = asyncio.ensure_future(_until_disconnect(request))
+        done, _ = await asyncio.wait({collect, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+        if collect not in done:
+            collect.cancel()  # the client left: stop generating
+            await asyncio.gather(collect, return_exceptions=True)
+            return Response(content=b"", status_code=499)
+        disconnect.cancel()
+        text, last = collect.result()
+        completion = ChatCompletion(
+            id=f"chatcmpl-{request_id}",
+            created=int(time.time()),
+            model=run.model,
+            choices=[
+                Choice(
+                    index=0,
+                    message=ResponseMessage(content=text),
+                    finish_reason=last.finish_reason or "stop",
+                )
+            ],
+            usage=_usage(last),
+        )
+        return Response(content=completion, headers=_lineage_headers(run, config_version))
+
+
+async def _collect(deltas: AsyncIterator[GenerationDelta]) -> tuple[str, GenerationDelta]:
+    parts: list[str] = []
+    last = GenerationDelta(text="")
+    async for delta in deltas:
+        parts.append(delta.text)
+        last = delta
+    return "".join(parts), last
+
+
+def _usage(delta: GenerationDelta) -> Usage:
+    return Usage(
+        prompt_tokens=delta.prompt_tokens,
+        completion_tokens=delta.completion_tokens,
+        total_tokens=delta.prompt_tokens + delta.completion_tokens,
+    )
+
+
+async def _streamed(
+    chat: ValidatedChat,
+    run: ChatRun,
+    deltas: AsyncGenerator[GenerationDelta, None],
+    config_version: str,
+) -> Response[Any]:
+    # Wait for the first token before answering, so that a failure before it is a proper
+    # HTTP error (with status and problem details) rather than a broken 200 stream.
+    try:
+        first = await anext(deltas)
+    except StopAsyncIteration:
+        first = GenerationDelta(text="", finish_reason="stop")
+    created = int(time.time())
+    chunk_id = f"chatcmpl-{run.request_id}"
+
+    def chunk(delta: Delta, finish: str | None = None) -> bytes:
+        return encode_frame(
+            ChatCompletionChunk(
+                id=chunk_id,
+                created=created,
+                model=run.model,
+                choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+            )
+        )
+
+    async def frames() -> AsyncIterator[bytes]:
+        last = first
+        yield chunk(Delta(role="assistant", content=first.text))
+        try:
+            if first.finish_reason is None:
+                async for delta in deltas:
+                    last = delta
+                    if delta.text:
+                        yield chunk(Delta(content=delta.text))
+                    if delta.finish_reason is not None:
+                        break
+        except EnclaveError as exc:
+            yield _error_frame(exc.title, exc.detail, exc.type_slug, exc.status_code, run)
+            return
+        except Exception as exc:
+            _log.warning(
+                "stream failed mid-answer",
+                extra={"request_id": run.request_id, "error_type": type(exc).__name__},
+            )
+            yield _error_frame(
+                "Generation interrupted",
+                "The model stopped answering mid-stream. Retry the request.",
+                "generation-interrupted",
+                503,
+                run,
+            )
+            return
+        finally:
+            await deltas.aclose()
+        yield chunk(Delta(), last.finish_reason or "stop")
+        if chat.include_usage:
+            yield encode_frame(
+                ChatCompletionChunk(
+                    id=chunk_id, created=created, model=run.model, choices=[], usage=_usage(last)
+                )
+            )
+        yield DONE_FRAME
+
+    headers = _lineage_headers(run, config_version)
+    headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return Stream(frames(), media_type="text/event-stream", headers=headers)
+
+
+def _error_frame(title: str, detail: str, slug: str, status: int, run: ChatRun) -> bytes:
+    problem = problem_body(
+        status=status, title=title, slug=slug, detail=detail, request_id=run.request_id
+    )
+    # OpenAI clients read `error.message`; the problem document rides along for our UI.
+    return encode_frame(
+        {
+            "error": {
+                "message": detail,
+                "type": slug,
+                "code": status,
+                "request_id": run.request_id,
+                "problem": problem,
+            }
+        }
+    )

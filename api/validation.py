@@ -1,0 +1,140 @@
+"""Turns an OpenAI chat request into the engine's plain types, reporting every problem at once."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+from api.openai_types import ChatCompletionRequest, RequestMessage
+from core.errors import InvalidRequest
+from core.settings import ApiSettings
+from models.llm.base import ChatMessage, SamplingOptions
+
+__all__ = ["ValidatedChat", "validate_chat_request"]
+
+_ROLE_ALIASES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+_MAX_STOP_SEQUENCES = 4
+# Control characters other than tab, newline and carriage return carry no meaning in chat text.
+_ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedChat:
+    """A chat request that passed validation, normalised."""
+
+    model: str
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int | None
+    temperature: float
+    top_p: float
+    stop: tuple[str, ...]
+    seed: int | None
+    stream: bool
+    include_usage: bool
+
+    def sampling(self, max_tokens: int) -> SamplingOptions:
+        """Sampling options with the answer budget decided by the context fitter."""
+        return SamplingOptions(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=self.stop,
+            seed=self.seed,
+        )
+
+
+def _normalise(text: str) -> str:
+    text = unicodedata.normalize("NFC", text)
+    return "".join(ch for ch in text if ch in _ALLOWED_CONTROLS or unicodedata.category(ch) != "Cc")
+
+
+def _message_text(index: int, message: RequestMessage, problems: list[str]) -> str:
+    content = message.content
+    if content is None:
+        problems.append(f"messages[{index}].content: is missing; send the message text")
+        return ""
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for part_index, part in enumerate(content):
+        if part.get("type") != "text" or not isinstance(part.get("text"), str):
+            problems.append(
+                f"messages[{index}].content[{part_index}]: only text parts are supported "
+                f"(got type {part.get('type')!r})"
+            )
+            continue
+        parts.append(part["text"])
+    return "".join(parts)
+
+
+def validate_chat_request(body: ChatCompletionRequest, limits: ApiSettings) -> ValidatedChat:
+    """Check a request against the API's limits; raise one InvalidRequest naming every problem."""
+    problems: list[str] = []
+    if not body.messages:
+        problems.append("messages: must contain at least one message")
+    if len(body.messages) > limits.max_messages:
+        problems.append(
+            f"messages: {len(body.messages)} messages sent, at most {limits.max_messages} allowed"
+        )
+    messages: list[ChatMessage] = []
+    for index, message in enumerate(body.messages[: limits.max_messages]):
+        role = _ROLE_ALIASES.get(message.role)
+        if role is None:
+            problems.append(
+                f"messages[{index}].role: {message.role!r} is not supported; "
+                "use system, developer, user or assistant"
+            )
+        text = _normalise(_message_text(index, message, problems))
+        if message.content is not None and not text.strip():
+            problems.append(f"messages[{index}].content: is empty; send some text")
+        if len(text) > limits.max_message_chars:
+            problems.append(
+                f"messages[{index}].content: {len(text)} characters, "
+                f"at most {limits.max_message_chars} allowed"
+            )
+        if role is not None:
+            messages.append(ChatMessage(role=role, content=text))  # type: ignore[arg-type]
+    if messages and messages[-1].role != "user" and not problems:
+        problems.append("messages: the last message must come from the user")
+    if body.n != 1:
+        problems.append(f"n: only n=1 is supported (got {body.n})")
+    if (
+        body.max_tokens is not None
+        and body.max_completion_tokens is not None
+        and (body.max_tokens != body.max_completion_tokens)
+    ):
+        problems.append("max_tokens and max_completion_tokens disagree; send only one")
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None and max_tokens > limits.max_completion_tokens:
+        problems.append(
+            f"max_tokens: {max_tokens} is above this server's limit of "
+            f"{limits.max_completion_tokens}"
+        )
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    if len(stop) > _MAX_STOP_SEQUENCES:
+        problems.append(f"stop: at most {_MAX_STOP_SEQUENCES} sequences allowed")
+    if any(not s for s in stop):
+        problems.append("stop: sequences must not be empty")
+    if body.stream_options is not None and not body.stream:
+        problems.append("stream_options: only allowed when stream is true")
+    if problems:
+        raise InvalidRequest(
+            "The chat request is not valid: " + "; ".join(problems) + ".",
+            extra={"errors": [{"message": p} for p in problems]},
+        )
+    return ValidatedChat(
+        model=body.model,
+        messages=tuple(messages),
+        max_tokens=max_tokens,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        stop=stop,
+        seed=body.seed,
+        stream=body.stream,
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+    )

@@ -1,0 +1,129 @@
+"""Errors that cross package boundaries, each carrying the HTTP status it maps to.
+
+The tree::
+
+    EnclaveError                      500  base; never raised directly
+    ├── ClientError                   4xx  the caller can fix it
+    │   ├── InvalidRequest            400  malformed or out-of-range input
+    │   │   └── ContextTooLong        400  a message does not fit the model's window
+    │   ├── NotFound                  404
+    │   │   └── UnknownModel          404  the requested model is not served
+    │   └── PayloadTooLarge           413
+    ├── ServiceUnavailable            503  a dependency is down or overloaded (Retry-After)
+    │   └── GenerationFailed          503  both the primary and the fallback engine failed
+    ├── ConfigurationError            -    settings are invalid (stops start-up)
+    └── ModelStoreError               -    a model is missing or corrupt (stops start-up)
+
+``api/errors.py`` is the only place that turns these into HTTP responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "ClientError",
+    "ConfigurationError",
+    "ContextTooLong",
+    "EnclaveError",
+    "GenerationFailed",
+    "InvalidRequest",
+    "ModelStoreError",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServiceUnavailable",
+    "UnknownModel",
+]
+
+
+class EnclaveError(Exception):
+    """Base of every error Enclave raises on purpose."""
+
+    status_code: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+    type_slug: ClassVar[str] = "internal-error"
+
+    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra: dict[str, Any] = extra or {}
+
+
+class ClientError(EnclaveError):
+    """The request was wrong; the message says how to fix it."""
+
+    status_code = 400
+    title = "Bad request"
+    type_slug = "bad-request"
+
+
+class InvalidRequest(ClientError):
+    """Malformed or out-of-range input."""
+
+    title = "Invalid request"
+    type_slug = "invalid-request"
+
+
+class ContextTooLong(InvalidRequest):
+    """A message, on its own, is larger than the model's context window allows."""
+
+    title = "Message too long for the model"
+    type_slug = "context-too-long"
+
+
+class NotFound(ClientError):
+    """The addressed resource does not exist."""
+
+    status_code = 404
+    title = "Not found"
+    type_slug = "not-found"
+
+
+class UnknownModel(NotFound):
+    """The requested model is not one this deployment serves."""
+
+    title = "Unknown model"
+    type_slug = "unknown-model"
+
+
+class PayloadTooLarge(ClientError):
+    """The request body is larger than the configured limit."""
+
+    status_code = 413
+    title = "Request body too large"
+    type_slug = "payload-too-large"
+
+
+class ServiceUnavailable(EnclaveError):
+    """A dependency is down or overloaded; the client may retry after ``retry_after`` s."""
+
+    status_code = 503
+    title = "Service unavailable"
+    type_slug = "service-unavailable"
+
+    def __init__(
+        self, detail: str, *, retry_after: int = 5, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(detail, extra=extra)
+        self.retry_after = retry_after
+
+
+class GenerationFailed(ServiceUnavailable):
+    """Neither the primary nor the fallback engine could produce an answer."""
+
+    title = "Generation failed"
+    type_slug = "generation-failed"
+
+
+class ConfigurationError(EnclaveError):
+    """The effective settings are invalid; the message lists every problem."""
+
+    title = "Invalid configuration"
+    type_slug = "invalid-configuration"
+
+
+class ModelStoreError(EnclaveError):
+    """A model in the store is missing or corrupt; the message names the file and the fix."""
+
+    title = "Model store problem"
+    type_slug = "model-store"

@@ -1,0 +1,350 @@
+"""One typed settings tree, loaded once at start-up and passed in.
+
+Precedence, lowest first: field defaults → ``settings.yaml`` → ``settings-<profile>.yaml``
+→ ``ENCLAVE_*`` environment variables (nested with ``__``, e.g.
+``ENCLAVE_API__PORT=9000``). The YAML files are deep-merged. Invalid settings raise
+:class:`core.errors.ConfigurationError` listing every problem at once.
+
+The *config version* is the sha256 of the canonical JSON of the effective settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from core.errors import ConfigurationError
+
+__all__ = [
+    "ApiSettings",
+    "ContextSettings",
+    "DeploymentResources",
+    "LLMModelSettings",
+    "LLMSettings",
+    "PathsSettings",
+    "RaySettings",
+    "Settings",
+    "TelemetrySettings",
+    "config_version",
+    "load_settings",
+]
+
+ENV_PREFIX = "ENCLAVE_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsSettings(_Section):
+    """Where Enclave keeps its state."""
+
+    data_dir: Path = Field(
+        default=Path(".enclave"),
+        description="Data directory: model store, Ray temp files and auth token, caches. "
+        "Relative paths are resolved against the config directory at start-up.",
+    )
+    model_store_dir: Path | None = Field(
+        default=None,
+        description="Model store folder (prepared weights and manifest); null: <data_dir>/models. "
+        "Read-only at run time, so several profiles may share one.",
+    )
+
+    @property
+    def model_store(self) -> Path:
+        """The model store folder (prepared weights and their manifest)."""
+        return (
+            self.model_store_dir if self.model_store_dir is not None else self.data_dir / "models"
+        )
+
+    @property
+    def ray_dir(self) -> Path:
+        """Ray's session/temp folder."""
+        return self.data_dir / "ray"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Caches of libraries that would otherwise write to the home directory."""
+        return self.data_dir / "cache"
+
+
+class ApiSettings(_Section):
+    """The HTTP API (Litestar, served through the Ray Serve proxy)."""
+
+    host: str = Field(default="127.0.0.1", description="Address the HTTP proxy binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the HTTP proxy binds to.")
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1024, description="Largest accepted request body, in bytes."
+    )
+    max_messages: int = Field(
+        default=256, ge=1, description="Most messages accepted in one chat request."
+    )
+    max_message_chars: int = Field(
+        default=32_000, ge=1, description="Longest accepted single message, in characters."
+    )
+    max_completion_tokens: int = Field(
+        default=1024, ge=1, description="Upper bound a client may ask for in max_tokens."
+    )
+    readiness_timeout_s: float = Field(
+        default=2.0, gt=0, description="How long /readyz waits for each deployment to answer."
+    )
+    num_replicas: int = Field(default=1, ge=1, description="Replicas of the API ingress.")
+    num_cpus: float = Field(default=0.5, ge=0, description="Ray CPUs reserved per API replica.")
+    max_ongoing_requests: int = Field(
+        default=256, ge=1, description="Concurrent requests one API replica accepts."
+    )
+
+
+class DeploymentResources(_Section):
+    """Resources and queueing of one Ray Serve deployment."""
+
+    num_replicas: int = Field(default=1, ge=1, description="Replicas of this deployment.")
+    num_cpus: float = Field(default=1.0, ge=0, description="Ray CPUs reserved per replica.")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs reserved per replica.")
+    max_ongoing_requests: int = Field(
+        default=64, ge=1, description="Requests one replica works on at once."
+    )
+    max_queued_requests: int = Field(
+        default=128,
+        ge=-1,
+        description="Requests queued per caller before Serve rejects (-1: unbounded).",
+    )
+
+
+class LLMModelSettings(_Section):
+    """One served language model and the engine that runs it."""
+
+    served_name: str = Field(
+        default="smollm2-135m-instruct", description="Model id clients pass as `model`."
+    )
+    store_name: str = Field(
+        default="smollm2-135m-instruct", description="Entry in the model store to load."
+    )
+    engine: Literal["vllm", "transformers"] = Field(
+        default="vllm", description="Backend that runs the model."
+    )
+    max_model_len: int = Field(default=2048, ge=128, description="Context window in tokens.")
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = Field(
+        default="bfloat16", description="Weights/activations dtype."
+    )
+    enforce_eager: bool = Field(
+        default=True,
+        description="vLLM: skip graph compilation (on CPU compiled mode is slow to start "
+        "and produced wrong output in bf16).",
+    )
+    kv_cache_space_gib: int = Field(
+        default=1, ge=1, description="vLLM-CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="vLLM-CUDA: fraction of GPU memory to use."
+    )
+    max_num_seqs: int = Field(default=64, ge=1, description="Sequences batched at once.")
+    torch_threads: int = Field(
+        default=2, ge=1, description="transformers engine: intra-op threads for torch."
+    )
+    resources: DeploymentResources = Field(
+        default_factory=DeploymentResources, description="Ray Serve resources."
+    )
+
+
+def _default_fallback() -> LLMModelSettings:
+    return LLMModelSettings(
+        engine="transformers",
+        dtype="float32",
+        max_num_seqs=8,
+        resources=DeploymentResources(num_cpus=0.5, max_ongoing_requests=8, max_queued_requests=32),
+    )
+
+
+class LLMSettings(_Section):
+    """The primary model and its fallback."""
+
+    primary: LLMModelSettings = Field(
+        default_factory=LLMModelSettings, description="The model that answers by default."
+    )
+    fallback: LLMModelSettings | None = Field(
+        default_factory=_default_fallback,
+        description="Engine used when the primary fails before its first token; null: none.",
+    )
+    default_max_tokens: int = Field(
+        default=512, ge=1, description="Answer budget when the client sets no max_tokens."
+    )
+
+    @model_validator(mode="after")
+    def _fallback_fits_primary_prompts(self) -> LLMSettings:
+        # Prompts are fitted to the primary's window; a smaller fallback window would fail
+        # exactly the requests it is there to rescue.
+        if self.fallback is not None and self.fallback.max_model_len < self.primary.max_model_len:
+            msg = "llm.fallback.max_model_len must be >= llm.primary.max_model_len"
+            raise ValueError(msg)
+        return self
+
+
+class ContextSettings(_Section):
+    """How a conversation is fitted to the model's context window."""
+
+    reserve_retrieval_tokens: int = Field(
+        default=0, ge=0, description="Tokens kept free for retrieved documents."
+    )
+    min_answer_tokens: int = Field(
+        default=16, ge=1, description="Smallest answer budget left after fitting the prompt."
+    )
+
+
+class RaySettings(_Section):
+    """The embedded Ray cluster (ignored when connecting to an existing cluster)."""
+
+    address: str | None = Field(
+        default=None, description="Existing cluster to join (e.g. 'auto'); null: start locally."
+    )
+    num_cpus: int = Field(
+        default=4, ge=1, description="Logical CPUs the local Ray node advertises."
+    )
+    object_store_memory_mb: int = Field(
+        default=512, ge=75, description="Object store size of the local node, in MiB."
+    )
+    app_name: str = Field(default="enclave", description="Serve application name.")
+    startup_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long to wait for every deployment to be ready."
+    )
+
+
+class TelemetrySettings(_Section):
+    """Logs, metrics and traces."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Minimum level logged."
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log line format: structured JSON or plain text."
+    )
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one Enclave deployment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    profile: str = Field(default="default", description="Name of the active settings profile.")
+    paths: PathsSettings = Field(default_factory=PathsSettings, description="Where state lives.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP API.")
+    llm: LLMSettings = Field(default_factory=LLMSettings, description="Language models.")
+    context: ContextSettings = Field(
+        default_factory=ContextSettings, description="Context-window budgeting."
+    )
+    ray: RaySettings = Field(default_factory=RaySettings, description="Embedded Ray.")
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings, description="Logs, metrics, traces."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init kwargs carry the merged YAML files: env vars must win over them.
+        return (env_settings, init_settings)
+
+    def with_paths_resolved(self, base: Path) -> Settings:
+        """A copy whose paths are absolute (relative ones resolved against ``base``)."""
+
+        def absolute(path: Path) -> Path:
+            return path if path.is_absolute() else (base / path).resolve()
+
+        store = self.paths.model_store_dir
+        paths = PathsSettings(
+            data_dir=absolute(self.paths.data_dir),
+            model_store_dir=None if store is None else absolute(store),
+        )
+        return self.model_copy(update={"paths": paths})
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        msg = f"{path}: not valid YAML: {exc}"
+        raise ConfigurationError(msg) from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        msg = f"{path}: the top level must be a mapping, got {type(loaded).__name__}"
+        raise ConfigurationError(msg)
+    return loaded
+
+
+def _format_errors(exc: ValidationError, sources: list[str]) -> str:
+    lines = [f"Invalid settings ({exc.error_count()} problem(s)); read from {', '.join(sources)}:"]
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"]) or "(root)"
+        lines.append(f"  - {location}: {error['msg']} (got {error.get('input')!r})")
+    lines.append(
+        f"Environment variables use the prefix {ENV_PREFIX} and '__' between levels, "
+        f"e.g. {ENV_PREFIX}API__PORT=9000."
+    )
+    return "\n".join(lines)
+
+
+def load_settings(
+    config_dir: Path | None = None,
+    profile: str | None = None,
+) -> Settings:
+    """Load the effective settings: defaults, YAML files, profile overlay, then env vars."""
+    env = os.environ
+    config_dir = Path(env.get("ENCLAVE_CONFIG_DIR", ".")) if config_dir is None else config_dir
+    profile = profile or env.get(f"{ENV_PREFIX}PROFILE") or "default"
+    files = [config_dir / "settings.yaml"]
+    if profile != "default":
+        overlay = config_dir / f"settings-{profile}.yaml"
+        if not overlay.is_file():
+            msg = f"Profile {profile!r} selected but {overlay} does not exist."
+            raise ConfigurationError(msg)
+        files.append(overlay)
+    merged: dict[str, Any] = {}
+    read: list[str] = []
+    for path in files:
+        if path.is_file():
+            merged = _deep_merge(merged, _read_yaml(path))
+            read.append(str(path))
+    merged["profile"] = profile
+    read.append(f"{ENV_PREFIX}* environment")
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigurationError(_format_errors(exc, read)) from exc
+    return settings.with_paths_resolved(config_dir.resolve())
+
+
+def config_version(settings: Settings) -> str:
+    """The canonical content hash of the effective settings (``cfg_`` + 16 hex)."""
+    canonical = json.dumps(
+        settings.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    )
+    return "cfg_" + hashlib.sha256(canonical.encode()).hexdigest()[:16]

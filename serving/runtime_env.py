@@ -1,0 +1,49 @@
+"""Environment every Enclave process runs with: offline, quiet, and writing only to the data dir."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from core.settings import Settings
+
+__all__ = ["ensure_ray_auth_token", "offline_environment"]
+
+
+def offline_environment(settings: Settings) -> dict[str, str]:
+    """Variables that keep every library offline and its caches inside the data directory."""
+    cache = settings.paths.cache_dir
+    return {
+        # No hub, no telemetry, no phone-home: weights come from the model store only.
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HOME": str(cache / "huggingface"),
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_DO_NOT_TRACK": "1",
+        "DO_NOT_TRACK": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "VLLM_CACHE_ROOT": str(cache / "vllm"),
+        # vLLM otherwise advertises the host's interface address to its own engine process.
+        "VLLM_HOST_IP": "127.0.0.1",
+        "VLLM_CPU_KVCACHE_SPACE": str(settings.llm.primary.kv_cache_space_gib),
+        # Presidio's email recognizer uses tldextract, which would fetch the suffix list.
+        "TLDEXTRACT_CACHE": str(cache / "tldextract"),
+        "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MPLCONFIGDIR": str(cache / "matplotlib"),
+        "TORCHINDUCTOR_CACHE_DIR": str(cache / "torchinductor"),
+        "TRITON_CACHE_DIR": str(cache / "triton"),
+    }
+
+
+def ensure_ray_auth_token(data_dir: Path) -> Path:
+    """The Ray token file inside the data dir, created (mode 600) on first use."""
+    path = data_dir / "ray-auth-token"
+    if not path.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path

@@ -1,0 +1,67 @@
+"""Small in-memory stand-ins behind the Protocols, for unit tests of logic only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from models.llm.base import ChatMessage, EngineInfo, GenerationDelta, GenerationRequest
+
+
+class WordTokenizer:
+    """One token per whitespace-separated word, plus 3 per message for the template."""
+
+    def prompt_token_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
+        ids: list[int] = []
+        for message in messages:
+            ids.extend([1, 2, 3])
+            ids.extend(range(100, 100 + len(message.content.split())))
+        return ids
+
+
+@dataclass
+class ScriptedLLM:
+    """Answers every request with ``reply``, one word per delta; can be told to fail."""
+
+    reply: str = "Hello from the scripted model"
+    engine: str = "scripted"
+    model: str = "test-model"
+    fail_before_first: bool = False
+    fail_after: int | None = None
+    delay_s: float = 0.0
+    requests: list[GenerationRequest] = field(default_factory=list)
+    cancelled: int = 0
+    healthy: bool = True
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(engine=self.engine, model=self.model, max_model_len=256)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        self.requests.append(request)
+        if self.fail_before_first:
+            raise RuntimeError("engine down")
+        words = self.reply.split(" ")[: request.sampling.max_tokens]
+        prompt = len(request.prompt_token_ids or ())
+        finished = False
+        try:
+            for index, word in enumerate(words):
+                if self.fail_after is not None and index >= self.fail_after:
+                    raise RuntimeError("engine died mid-stream")
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                last = index == len(words) - 1
+                yield GenerationDelta(
+                    text=word if index == 0 else " " + word,
+                    finish_reason="stop" if last else None,
+                    prompt_tokens=prompt,
+                    completion_tokens=index + 1,
+                )
+            finished = True
+        finally:
+            if not finished:
+                self.cancelled += 1
+
+    async def check_health(self) -> None:
+        if not self.healthy:
+            raise RuntimeError("unhealthy")

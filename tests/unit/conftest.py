@@ -1,0 +1,59 @@
+"""Unit-test fixtures: the API over scripted models, no model loads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+
+from api.app import create_app
+from api.services import Services
+from core.settings import Settings, config_version
+from tests.fakes import ScriptedLLM, WordTokenizer
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        paths={"data_dir": tmp_path},
+        api={
+            "max_body_bytes": 4096,
+            "max_messages": 8,
+            "max_message_chars": 600,
+            "max_completion_tokens": 64,
+        },
+        llm={
+            "primary": {"served_name": "test-model", "max_model_len": 256},
+            "fallback": {
+                "served_name": "test-model",
+                "max_model_len": 256,
+                "engine": "transformers",
+            },
+            "default_max_tokens": 32,
+        },
+    )
+
+
+@pytest.fixture
+def primary() -> ScriptedLLM:
+    return ScriptedLLM()
+
+
+@pytest.fixture
+def fallback() -> ScriptedLLM:
+    return ScriptedLLM(reply="Fallback answer here", engine="scripted-fallback")
+
+
+@pytest.fixture
+def client(settings: Settings, primary: ScriptedLLM, fallback: ScriptedLLM) -> Iterator[TestClient]:
+    services = Services(
+        settings=settings,
+        config_version=config_version(settings),
+        primary=primary,
+        fallback=fallback,
+        tokenizer=WordTokenizer(),
+    )
+    with TestClient(app=create_app(services)) as test_client:
+        yield test_client

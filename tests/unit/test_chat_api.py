@@ -1,0 +1,250 @@
+"""The chat API over scripted models: OpenAI shapes, validation, problem details, fallback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from api.sse import iter_frames
+from tests.fakes import ScriptedLLM
+
+URL = "/v1/chat/completions"
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"model": "test-model", "messages": [{"role": "user", "content": "Hi"}]}
+    base.update(overrides)
+    return base
+
+
+def assert_problem(response: Any, status: int, *needles: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["request_id"] == response.headers["x-request-id"]
+    assert problem["request_id"]
+    for needle in needles:
+        assert needle in problem["detail"], problem["detail"]
+    assert "Traceback" not in response.text
+    return problem
+
+
+def test_non_streamed_completion_has_openai_shape_and_usage(client: TestClient) -> None:
+    response = client.post(URL, json=body())
+    assert response.status_code == 200
+    data = response.json()
+    assert data["object"] == "chat.completion"
+    assert data["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "Hello from the scripted model",
+    }
+    assert data["choices"][0]["finish_reason"] == "stop"
+    usage = data["usage"]
+    assert usage["completion_tokens"] == 5
+    assert usage["total_tokens"] == usage["prompt_tokens"] + 5
+    assert response.headers["x-enclave-engine"] == "scripted"
+    assert response.headers["x-enclave-config-version"].startswith("cfg_")
+
+
+def test_streamed_completion_frames_and_usage(client: TestClient) -> None:
+    response = client.post(URL, json=body(stream=True, stream_options={"include_usage": True}))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    frames = iter_frames(response.content)
+    assert frames[-1] == b"[DONE]"
+    chunks = [json.loads(f) for f in frames[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "Hello from the scripted model"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] == 5
+
+
+def test_stream_without_usage_has_no_usage_chunk(client: TestClient) -> None:
+    frames = iter_frames(client.post(URL, json=body(stream=True)).content)
+    chunks = [json.loads(f) for f in frames[:-1]]
+    assert all(c["choices"] for c in chunks)
+
+
+def test_sampling_parameters_reach_the_engine(client: TestClient, primary: ScriptedLLM) -> None:
+    client.post(URL, json=body(temperature=0, top_p=0.5, max_tokens=3, stop=["x"], seed=7))
+    sampling = primary.requests[-1].sampling
+    assert (sampling.temperature, sampling.top_p, sampling.max_tokens) == (0, 0.5, 3)
+    assert sampling.stop == ("x",)
+    assert sampling.seed == 7
+    client.post(URL, json=body(max_completion_tokens=4))
+    assert primary.requests[-1].sampling.max_tokens == 4
+
+
+def test_default_answer_budget_comes_from_settings(
+    client: TestClient, primary: ScriptedLLM
+) -> None:
+    client.post(URL, json=body())
+    assert primary.requests[-1].sampling.max_tokens == 32
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "'wizard' is not supported"),
+        ({"messages": [{"role": "user", "content": "   "}]}, "is empty"),
+        ({"messages": [{"role": "user"}]}, "is missing"),
+        ({"messages": []}, "at least one message"),
+        ({"messages": [{"role": "user", "content": "x" * 601}]}, "at most 600 allowed"),
+        ({"messages": [{"role": "user", "content": "a"}] * 9}, "at most 8 allowed"),
+        (
+            {"messages": [{"role": "assistant", "content": "a"}]},
+            "last message must come from the user",
+        ),
+        ({"n": 2}, "only n=1"),
+        ({"max_tokens": 65}, "above this server's limit of 64"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "only text parts",
+        ),
+    ],
+)
+def test_invalid_requests_get_problem_details(
+    client: TestClient, overrides: dict[str, Any], needle: str
+) -> None:
+    assert_problem(client.post(URL, json=body(**overrides)), 400, needle)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"temperature": 3}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"model": 5}, "model"),
+    ],
+)
+def test_out_of_range_parameters_name_the_field(
+    client: TestClient, overrides: dict[str, Any], field: str
+) -> None:
+    problem = assert_problem(client.post(URL, json=body(**overrides)), 400)
+    assert field in problem["detail"]
+
+
+def test_several_problems_are_reported_together(client: TestClient) -> None:
+    response = client.post(URL, json=body(messages=[{"role": "bot", "content": ""}], n=3))
+    problem = assert_problem(response, 400, "'bot' is not supported", "only n=1")
+    assert len(problem["errors"]) >= 2
+
+
+def test_text_parts_are_joined(client: TestClient, primary: ScriptedLLM) -> None:
+    content = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]
+    assert (
+        client.post(URL, json=body(messages=[{"role": "user", "content": content}])).status_code
+        == 200
+    )
+    assert primary.requests[-1].messages[-1].content == "Hello there"
+
+
+def test_control_characters_are_stripped(client: TestClient, primary: ScriptedLLM) -> None:
+    client.post(URL, json=body(messages=[{"role": "user", "content": "a\x00b\x1bc\nd"}]))
+    assert primary.requests[-1].messages[-1].content == "abc\nd"
+
+
+def test_unknown_model_is_404_listing_available(client: TestClient) -> None:
+    problem = assert_problem(client.post(URL, json=body(model="gpt-9")), 404, "'gpt-9'")
+    assert problem["available_models"] == ["test-model"]
+
+
+def test_malformed_json_is_400(client: TestClient) -> None:
+    response = client.post(URL, content=b'{"model": ', headers={"content-type": "application/json"})
+    assert_problem(response, 400)
+
+
+def test_oversize_body_is_413(client: TestClient) -> None:
+    big = body(messages=[{"role": "user", "content": "x" * 5000}])
+    assert_problem(client.post(URL, json=big), 413, "larger than this server accepts")
+
+
+def test_message_too_long_for_window_is_400_naming_limit(client: TestClient) -> None:
+    words = " ".join(["w"] * 250)
+    problem = assert_problem(
+        client.post(URL, json=body(messages=[{"role": "user", "content": words}])),
+        400,
+        "prompt tokens",
+    )
+    assert problem["max_prompt_tokens"] == 256 - 16
+
+
+def test_client_request_id_is_adopted(client: TestClient) -> None:
+    response = client.post(URL, json=body(model="nope"), headers={"x-request-id": "abc12345-trace"})
+    assert response.headers["x-request-id"] == "abc12345-trace"
+    assert response.json()["request_id"] == "abc12345-trace"
+
+
+def test_hostile_request_id_is_replaced(client: TestClient) -> None:
+    response = client.post(URL, json=body(model="nope"), headers={"x-request-id": "x y"})
+    assert response.headers["x-request-id"].startswith("req_")
+
+
+def test_fallback_answers_when_primary_fails_before_first_token(
+    client: TestClient, primary: ScriptedLLM
+) -> None:
+    primary.fail_before_first = True
+    response = client.post(URL, json=body())
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "Fallback answer here"
+    assert response.headers["x-enclave-engine"] == "scripted-fallback"
+    assert response.headers["x-enclave-fallback"] == "RuntimeError"
+
+
+def test_both_engines_down_is_503_with_retry_after(
+    client: TestClient, primary: ScriptedLLM, fallback: ScriptedLLM
+) -> None:
+    primary.fail_before_first = fallback.fail_before_first = True
+    response = client.post(URL, json=body(stream=True))
+    assert_problem(response, 503, "Retry")
+    assert response.headers["retry-after"] == "5"
+
+
+def test_mid_stream_failure_ends_with_an_error_event(
+    client: TestClient, primary: ScriptedLLM
+) -> None:
+    primary.fail_after = 2
+    frames = iter_frames(client.post(URL, json=body(stream=True)).content)
+    last = json.loads(frames[-1])
+    assert last["error"]["type"] == "generation-interrupted"
+    assert last["error"]["request_id"]
+    assert b"[DONE]" not in frames
+
+
+def test_unknown_route_and_method_are_problem_details(client: TestClient) -> None:
+    assert_problem(client.get("/v1/nothing"), 404, "/v1/nothing")
+    assert_problem(client.get(URL), 405)
+
+
+def test_models_lists_the_served_model(client: TestClient) -> None:
+    data = client.get("/v1/models").json()
+    assert [m["id"] for m in data["data"]] == ["test-model"]
+    assert data["object"] == "list"
+
+
+def test_probes(client: TestClient, fallback: ScriptedLLM) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    fallback.healthy = False
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["llm_fallback"].startswith("unhealthy")
+
+
+def test_info_reports_config_version(client: TestClient) -> None:
+    info = client.get("/v1/info").json()
+    assert info["config_version"].startswith("cfg_")
+    assert info["engines"]["primary"]["engine"] == "scripted"
+
+
+def test_openapi_schema_is_served(client: TestClient) -> None:
+    schema = client.get("/schema/openapi.json").json()
+    assert "/v1/chat/completions" in schema["paths"]
