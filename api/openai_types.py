@@ -56,6 +56,8 @@ class ChatCompletionRequest(msgspec.Struct, forbid_unknown_fields=False):
     seed: int | None = None
     n: int = 1
     user: str | None = None
+    # vLLM's extension, used by its serving benchmark to fix the answer length.
+    ignore_eos: bool = False
 
 
 class Usage(msgspec.Struct):

@@ -25,6 +25,9 @@ class LLMClient(Protocol):
     async def check_health(self) -> None:
         """Raise if the model cannot serve."""
 
+    async def running_requests(self) -> int:
+        """Requests being generated right now."""
+
 
 @dataclass(frozen=True, slots=True)
 class Services:

@@ -36,6 +36,7 @@ class ValidatedChat:
     seed: int | None
     stream: bool
     include_usage: bool
+    ignore_eos: bool = False
 
     def sampling(self, max_tokens: int) -> SamplingOptions:
         """Sampling options with the answer budget decided by the context fitter."""
@@ -45,6 +46,7 @@ class ValidatedChat:
             top_p=self.top_p,
             stop=self.stop,
             seed=self.seed,
+            ignore_eos=self.ignore_eos,
         )
 
 
@@ -137,4 +139,5 @@ def validate_chat_request(body: ChatCompletionRequest, limits: ApiSettings) -> V
         seed=body.seed,
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        ignore_eos=body.ignore_eos,
     )

@@ -47,6 +47,10 @@ class HandleLLMClient:
         """Raise unless a replica answers its health check."""
         await self._handle.check_health.remote()
 
+    async def running_requests(self) -> int:
+        """Requests a replica is generating (one replica's view; enough for one replica)."""
+        return int(await self._handle.running_requests.remote())
+
 
 class TemplateTokenizer:
     """The model's own tokenizer and chat template, loaded in the API process."""

@@ -41,6 +41,10 @@ class LLMServer:
         """The engine and model this replica runs."""
         return self._engine.info()
 
+    def running_requests(self) -> int:
+        """Requests this replica is generating right now."""
+        return self._engine.running_requests()
+
     async def check_health(self) -> None:
         """Serve's periodic health check, and the API's readiness probe."""
         await self._engine.check_health()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.settings import Settings
 
-__all__ = ["ensure_ray_auth_token", "offline_environment"]
+__all__ = ["ensure_ray_auth_token", "offline_environment", "prepare_home"]
 
 
 def offline_environment(settings: Settings) -> dict[str, str]:
@@ -36,6 +36,22 @@ def offline_environment(settings: Settings) -> dict[str, str]:
         "TORCHINDUCTOR_CACHE_DIR": str(cache / "torchinductor"),
         "TRITON_CACHE_DIR": str(cache / "triton"),
     }
+
+
+def prepare_home(data_dir: Path) -> Path:
+    """A HOME inside the data dir for the embedded stack's processes.
+
+    Ray's usage-stats module (loaded even with the dashboard off) probes cloud metadata
+    endpoints (169.254.169.254) unless ``~/ray_bootstrap_config.yaml`` names a provider;
+    the file here says ``local``, so the probe never runs. Libraries that write under ``~``
+    (caches, Ray's defaults) stay inside the data dir too.
+    """
+    home = data_dir / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    bootstrap = home / "ray_bootstrap_config.yaml"
+    if not bootstrap.is_file():
+        bootstrap.write_text("provider:\n  type: local\n", encoding="utf-8")
+    return home
 
 
 def ensure_ray_auth_token(data_dir: Path) -> Path:

@@ -62,6 +62,9 @@ class ScriptedLLM:
             if not finished:
                 self.cancelled += 1
 
+    async def running_requests(self) -> int:
+        return 0
+
     async def check_health(self) -> None:
         if not self.healthy:
             raise RuntimeError("unhealthy")

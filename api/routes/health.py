@@ -49,9 +49,11 @@ async def info(services: Services) -> dict[str, Any]:
     """What is running: the config version, profile and the engines behind each model."""
     from importlib.metadata import version
 
-    engines = {"primary": services.primary.info()}
+    clients = {"primary": services.primary}
     if services.fallback is not None:
-        engines["fallback"] = services.fallback.info()
+        clients["fallback"] = services.fallback
+    engines = {role: client.info() for role, client in clients.items()}
+    running = {role: await client.running_requests() for role, client in clients.items()}
     return {
         "version": version("enclave"),
         "config_version": services.config_version,
@@ -61,6 +63,7 @@ async def info(services: Services) -> dict[str, Any]:
                 "engine": e.engine,
                 "model": e.model,
                 "max_model_len": e.max_model_len,
+                "running_requests": running[role],
                 **e.extra,
             }
             for role, e in engines.items()

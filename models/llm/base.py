@@ -37,6 +37,7 @@ class SamplingOptions:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,9 @@ class LLMEngine(Protocol):
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         """Stream the answer to ``request`` as deltas."""
+
+    def running_requests(self) -> int:
+        """Requests being generated right now (cancelled ones are gone at once)."""
 
     async def check_health(self) -> None:
         """Raise if the engine cannot serve."""

@@ -75,8 +75,7 @@ class TransformersEngine:
         """Tokens of the templated chat."""
         return len(prompt_token_ids(self._tokenizer, messages))
 
-    @property
-    def active_streams(self) -> int:
+    def running_requests(self) -> int:
         """Streams generating right now (0 once every stream ended or was cancelled)."""
         return self._active
 
@@ -175,6 +174,8 @@ class TransformersEngine:
 
         options = request.sampling
         kwargs: dict[str, Any] = {"max_new_tokens": options.max_tokens}
+        if options.ignore_eos:
+            kwargs["min_new_tokens"] = options.max_tokens
         if options.temperature > 0:
             kwargs.update(do_sample=True, temperature=options.temperature, top_p=options.top_p)
         else:

@@ -105,6 +105,7 @@ class VLLMEngine:
             top_p=options.top_p,
             stop=list(options.stop) or None,
             seed=options.seed,
+            ignore_eos=options.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
         )
         completion_tokens = 0
@@ -137,7 +138,7 @@ class VLLMEngine:
             self._engine.shutdown()
             self._engine = None
 
-    def num_unfinished_requests(self) -> int:
+    def running_requests(self) -> int:
         """Requests the engine still tracks (0 once every stream ended or was cancelled)."""
         return int(self._require_engine().output_processor.get_num_unfinished_requests())
 

@@ -77,8 +77,9 @@ def test_sampling_parameters_reach_the_engine(client: TestClient, primary: Scrip
     assert (sampling.temperature, sampling.top_p, sampling.max_tokens) == (0, 0.5, 3)
     assert sampling.stop == ("x",)
     assert sampling.seed == 7
-    client.post(URL, json=body(max_completion_tokens=4))
+    client.post(URL, json=body(max_completion_tokens=4, ignore_eos=True))
     assert primary.requests[-1].sampling.max_tokens == 4
+    assert primary.requests[-1].sampling.ignore_eos is True
 
 
 def test_default_answer_budget_comes_from_settings(

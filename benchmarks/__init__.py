@@ -1,0 +1,1 @@
+"""Benchmarks of the Enclave stack; each module runs as ``python -m benchmarks.<name>``."""

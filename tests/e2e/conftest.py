@@ -1,0 +1,84 @@
+"""End-to-end fixtures: the real stack, started once per session, under the egress guard."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+from collections.abc import Iterator
+
+import pytest
+from openai import OpenAI
+
+from core.settings import Settings
+from tests.e2e.stack import GUARD_DIR, RunningStack, start_stack, stop_stack
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    test_settings: Settings,
+    monkeypatch_session: pytest.MonkeyPatch,
+) -> Iterator[RunningStack]:
+    """The embedded stack as `make run` starts it (test profile, own data dir and port)."""
+    workdir = tmp_path_factory.mktemp("stack")
+    guard_log = workdir / "egress-violations.jsonl"
+    # The test process (the openai client) runs under the same guard as the stack.
+    monkeypatch_session.setenv("ENCLAVE_EGRESS_GUARD_LOG", str(guard_log))
+    spec = importlib.util.spec_from_file_location(
+        "enclave_egress_guard", GUARD_DIR / "sitecustomize.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    if "enclave_egress_guard" not in sys.modules:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["enclave_egress_guard"] = module
+        spec.loader.exec_module(module)
+    running = start_stack(workdir, _free_port())
+    yield running
+    code, survivors = stop_stack(running)
+    problems = []
+    if code != 0:
+        problems.append(f"`enclave serve` exited with {code} after Ctrl-C")
+    if survivors:
+        problems.append(f"processes left behind after Ctrl-C: {survivors}")
+    if running.violations():
+        problems.append(f"egress attempts: {running.violations()}")
+    if problems:
+        pytest.fail("; ".join(problems) + "\n" + running.log_text()[-3000:])
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(autouse=True)
+def _no_egress(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test during which any process of the stack tried to leave the host."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    running: RunningStack = request.getfixturevalue("stack")
+    before = len(running.violations())
+    yield
+    after = running.violations()
+    assert after[before:] == [], f"egress attempted: {after[before:]}"
+
+
+@pytest.fixture(scope="session")
+def client(stack: RunningStack) -> OpenAI:
+    """The real `openai` client pointed at the stack."""
+    return OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused-until-auth", max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def model_name(test_settings: Settings) -> str:
+    return test_settings.llm.primary.served_name

@@ -1,0 +1,117 @@
+"""Runs the real embedded stack (`enclave serve`) as a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+GUARD_DIR = Path(__file__).resolve().parent / "egress_guard"
+
+
+@dataclass
+class RunningStack:
+    """A started stack: its process, base URL and logs."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+    guard_log: Path
+    start_seconds: float
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def violations(self) -> list[str]:
+        if not self.guard_log.exists():
+            return []
+        return [line for line in self.guard_log.read_text().splitlines() if line.strip()]
+
+
+def start_stack(workdir: Path, port: int, *, timeout_s: float = 420.0) -> RunningStack:
+    """Start `enclave serve` under the egress guard and wait until /readyz says ready."""
+    log_path = workdir / "stack.log"
+    guard_log = workdir / "egress-violations.jsonl"
+    env = dict(os.environ)
+    env.update(
+        {
+            "ENCLAVE_PROFILE": "test",
+            "ENCLAVE_CONFIG_DIR": str(ROOT),
+            "ENCLAVE_API__PORT": str(port),
+            "ENCLAVE_PATHS__DATA_DIR": str(workdir / "data"),
+            "ENCLAVE_EGRESS_GUARD_LOG": str(guard_log),
+            "PYTHONPATH": os.pathsep.join(
+                [str(GUARD_DIR), str(ROOT), env.get("PYTHONPATH", "")]
+            ).rstrip(os.pathsep),
+        }
+    )
+    started = time.perf_counter()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving.cli", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    stack = RunningStack(process, f"http://127.0.0.1:{port}", log_path, guard_log, 0.0)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"the stack exited with {process.returncode}:\n{stack.log_text()[-4000:]}"
+            )
+        try:
+            if httpx.get(f"{stack.base_url}/readyz", timeout=2).status_code == 200:
+                stack.start_seconds = time.perf_counter() - started
+                return stack
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    stop_stack(stack)
+    raise TimeoutError(f"the stack was not ready in {timeout_s}s:\n{stack.log_text()[-4000:]}")
+
+
+def stop_stack(stack: RunningStack, *, timeout_s: float = 90.0) -> tuple[int | None, list[str]]:
+    """Ctrl-C the stack; return its exit code and any process of it still alive afterwards."""
+    tracked = [stack.process, *stack.descendants()]
+    pids = {p.pid for p in tracked}
+    if stack.process.poll() is None:
+        stack.process.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stack.process.wait(timeout=timeout_s)
+    # Ray's daemons re-parent away from the launcher; look for anything that was ours.
+    time.sleep(2)
+    survivors = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                survivors.append(f"{pid} {' '.join(proc.cmdline()[:3])}")
+        except psutil.NoSuchProcess:
+            continue
+    code = stack.process.poll()
+    if survivors or code is None:
+        os.killpg(stack.process.pid, signal.SIGKILL)  # never leave a stack behind a failed test
+        for pid in pids:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                continue
+    return code, survivors
