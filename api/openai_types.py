@@ -94,6 +94,8 @@ class ChatCompletion(msgspec.Struct, omit_defaults=False):
     usage: Usage
     object: Literal["chat.completion"] = "chat.completion"
     system_fingerprint: str | None = None
+    # Enclave's extension: the response's lineage (OpenAI clients ignore unknown fields).
+    enclave: dict[str, Any] | None = None
 
 
 class Delta(msgspec.Struct, omit_defaults=True):
@@ -122,6 +124,7 @@ class ChatCompletionChunk(msgspec.Struct):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     system_fingerprint: str | None = None
     usage: Usage | None = None
+    enclave: dict[str, Any] | None = None
 
 
 class ModelCard(msgspec.Struct):

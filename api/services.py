@@ -7,10 +7,26 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from api.context import PromptTokenizer
+from api.reply_filter import OutputScanner
 from core.settings import Settings
+from models.guard_types import GuardVerdict
 from models.llm.base import EngineInfo, GenerationDelta, GenerationRequest
+from models.pii.base import ScanResult
 
-__all__ = ["LLMClient", "Services"]
+__all__ = ["GuardClient", "LLMClient", "Services"]
+
+
+class GuardClient(Protocol):
+    """The guard models: PII/NER scanning and intent/injection classification."""
+
+    async def scan(self, texts: list[str]) -> list[ScanResult]:
+        """PII spans and named entities, one result per text."""
+
+    async def check(self, text: str) -> GuardVerdict:
+        """Intent and injection verdict for one message."""
+
+    async def check_health(self) -> None:
+        """Raise if a guard model cannot serve."""
 
 
 class LLMClient(Protocol):
@@ -38,3 +54,7 @@ class Services:
     primary: LLMClient
     fallback: LLMClient | None
     tokenizer: PromptTokenizer
+    guard: GuardClient
+    output_scanner: OutputScanner
+    system_prompt: str
+    canary_token: str

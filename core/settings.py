@@ -27,8 +27,11 @@ __all__ = [
     "ApiSettings",
     "ContextSettings",
     "DeploymentResources",
+    "GuardSettings",
     "LLMModelSettings",
     "LLMSettings",
+    "PIIPattern",
+    "PIISettings",
     "PathsSettings",
     "RaySettings",
     "Settings",
@@ -133,7 +136,10 @@ class LLMModelSettings(_Section):
     )
     max_model_len: int = Field(default=2048, ge=128, description="Context window in tokens.")
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = Field(
-        default="bfloat16", description="Weights/activations dtype."
+        default="float32",
+        description="Weights/activations dtype. float32 on CPUs without AVX512-BF16: on the "
+        "AVX2-only build machines bf16 is emulated (measured TTFT 3.0 s vs 0.5 s, 8 streams "
+        "12 vs 44 tok/s); bfloat16 on GPUs and AVX512-BF16/AMX CPUs.",
     )
     enforce_eager: bool = Field(
         default=True,
@@ -186,6 +192,130 @@ class LLMSettings(_Section):
             msg = "llm.fallback.max_model_len must be >= llm.primary.max_model_len"
             raise ValueError(msg)
         return self
+
+
+class PIIPattern(_Section):
+    """An organisation-specific identifier recognised by a regular expression."""
+
+    entity: str = Field(description="Entity type reported, e.g. EMPLOYEE_ID.")
+    regex: str = Field(description="Python regular expression matching the identifier.")
+    score: float = Field(default=0.9, ge=0, le=1, description="Confidence of a match.")
+    context: list[str] = Field(
+        default_factory=list, description="Words nearby that raise the confidence."
+    )
+
+
+def _default_pii_patterns() -> list[PIIPattern]:
+    return [PIIPattern(entity="EMPLOYEE_ID", regex=r"\bEMP-\d{6}\b", context=["employee"])]
+
+
+class PIISettings(_Section):
+    """Presidio PII detection: which entities, how sure, and the organisation's own patterns."""
+
+    spacy_store_name: str = Field(
+        default="en-core-web-sm", description="spaCy pipeline in the model store."
+    )
+    entities: list[str] = Field(
+        default_factory=lambda: [
+            "PERSON",
+            "EMAIL_ADDRESS",
+            "PHONE_NUMBER",
+            "CREDIT_CARD",
+            "US_SSN",
+            "IBAN_CODE",
+            "IP_ADDRESS",
+            "LOCATION",
+        ],
+        description="Built-in entity types detected (custom patterns are added to these).",
+    )
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {
+            "PERSON": 0.5,
+            "LOCATION": 0.5,
+            "PHONE_NUMBER": 0.4,
+            "US_SSN": 0.3,
+            "IP_ADDRESS": 0.5,
+        },
+        description="Minimum score per entity type; others use default_threshold.",
+    )
+    default_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Minimum score for types not in thresholds."
+    )
+    phone_regions: list[str] = Field(
+        default_factory=lambda: ["US", "GB", "DE", "FR", "PT", "NL"],
+        description="Regions whose national phone formats are recognised (international "
+        "+CC numbers always are). More regions, more false alarms: ES and IT read SSNs, IPs "
+        "and 9-digit invoice numbers as phones.",
+    )
+    patterns: list[PIIPattern] = Field(
+        default_factory=_default_pii_patterns, description="Organisation-specific identifiers."
+    )
+    allow_list: list[str] = Field(
+        default_factory=list, description="Values never treated as PII (e.g. public names)."
+    )
+    resources: DeploymentResources = Field(
+        default_factory=lambda: DeploymentResources(num_cpus=0.5, max_ongoing_requests=32),
+        description="Ray Serve resources of the PII/NER deployment.",
+    )
+
+
+IntentAction = Literal["answer", "answer_without_documents", "refuse", "escalate"]
+
+
+def _default_intent_actions() -> dict[str, IntentAction]:
+    return {
+        "small_talk": "answer_without_documents",
+        "out_of_scope": "refuse",
+        "escalate_to_human": "escalate",
+    }
+
+
+class GuardSettings(_Section):
+    """Intent routing, prompt-injection blocking and system-prompt protection."""
+
+    intent_actions: dict[str, IntentAction] = Field(
+        default_factory=_default_intent_actions,
+        description="What each intent leads to; intents not listed are answered.",
+    )
+    min_intent_confidence: float = Field(
+        default=0.45,
+        ge=0,
+        le=1,
+        description="Below this confidence the intent's action is not applied (answered).",
+    )
+    injection_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="Injection-head probability that blocks."
+    )
+    blocked_reply: str = Field(
+        default="I can't help with that request. If you think this is a mistake, "
+        "please contact the IT service desk and quote the request id.",
+        description="Answer to a blocked request; reveals nothing about the rules.",
+    )
+    refusal_reply: str = Field(
+        default="That is outside what this assistant can help with. I can answer questions "
+        "about IT, HR policies, the company handbook, code and writing.",
+        description="Answer to an out-of-scope request.",
+    )
+    escalation_reply: str = Field(
+        default="I'll get a person involved. Contact the service desk at "
+        "servicedesk@northwind.example (staffed 08:00-18:00) — for anything urgent call "
+        "extension 4100.",
+        description="Answer when the user asks for a human: the configured contact.",
+    )
+    system_prompt_file: Path = Field(
+        default=Path("prompts/system/default.txt"),
+        description="The system prompt template (relative to the config dir); "
+        "{canary} is replaced by the deployment's canary token.",
+    )
+    leak_min_chars: int = Field(
+        default=60,
+        ge=20,
+        description="A reply quoting this many characters of the system prompt is cut.",
+    )
+    resources: DeploymentResources = Field(
+        default_factory=lambda: DeploymentResources(num_cpus=0.5, max_ongoing_requests=32),
+        description="Ray Serve resources of the intent/injection deployment.",
+    )
 
 
 class ContextSettings(_Section):
@@ -245,6 +375,10 @@ class Settings(BaseSettings):
     context: ContextSettings = Field(
         default_factory=ContextSettings, description="Context-window budgeting."
     )
+    pii: PIISettings = Field(default_factory=PIISettings, description="PII detection.")
+    guard: GuardSettings = Field(
+        default_factory=GuardSettings, description="Intent routing and injection defence."
+    )
     ray: RaySettings = Field(default_factory=RaySettings, description="Embedded Ray.")
     telemetry: TelemetrySettings = Field(
         default_factory=TelemetrySettings, description="Logs, metrics, traces."
@@ -273,7 +407,10 @@ class Settings(BaseSettings):
             data_dir=absolute(self.paths.data_dir),
             model_store_dir=None if store is None else absolute(store),
         )
-        return self.model_copy(update={"paths": paths})
+        guard = self.guard.model_copy(
+            update={"system_prompt_file": absolute(self.guard.system_prompt_file)}
+        )
+        return self.model_copy(update={"paths": paths, "guard": guard})
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

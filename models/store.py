@@ -248,6 +248,29 @@ class ModelStore:
             _log.info("prepared model %s in %.1fs", model.name, time.perf_counter() - started)
         return built
 
+    def register(
+        self, *, name: str, kind: str, version: str, source: str, folder: Path
+    ) -> ModelEntry:
+        """Record a model built here (e.g. a trained head) with the checksums of its files."""
+        try:
+            path = str(folder.relative_to(self.root))
+        except ValueError:
+            path = str(folder)
+        entry = ModelEntry(
+            name=name,
+            kind=kind,
+            version=version,
+            source_package=source,
+            source_version=version.split("+", 1)[0],
+            path=path,
+            files=_checksums(folder),
+            prepared_at=time.time(),
+        )
+        entries = self.entries()
+        entries[name] = entry
+        self._write(entries)
+        return entry
+
     def verify(self, names: Iterable[str] | None = None) -> dict[str, ModelEntry]:
         """Check every file of the named models (all if None); raise naming the first problem."""
         entries = self.entries()

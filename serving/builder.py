@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from core.settings import Settings
-from serving.deployments import api_deployment, llm_deployment
+from serving.deployments import (
+    GuardServer,
+    PIIServer,
+    api_deployment,
+    llm_deployment,
+    model_deployment,
+)
 
 __all__ = ["build_app"]
 
 
 def build_app(settings: Settings) -> Any:
-    """The Serve ``Application``: primary and fallback LLM deployments behind the API ingress."""
+    """The Serve ``Application``: LLMs, PII/NER and the text guard behind the API ingress."""
     primary = llm_deployment("llm_primary", settings.llm.primary).bind(
         settings.llm.primary, settings
     )
@@ -20,4 +26,6 @@ def build_app(settings: Settings) -> Any:
         fallback = llm_deployment("llm_fallback", settings.llm.fallback).bind(
             settings.llm.fallback, settings
         )
-    return api_deployment(settings).bind(settings, primary, fallback)
+    pii = model_deployment(PIIServer, "pii", settings.pii.resources).bind(settings)
+    guard = model_deployment(GuardServer, "guard", settings.guard.resources).bind(settings)
+    return api_deployment(settings).bind(settings, primary, fallback, pii, guard)

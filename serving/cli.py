@@ -16,10 +16,16 @@ __all__ = ["main"]
 
 
 def _models_prepare(settings: Settings, args: argparse.Namespace) -> int:
+    from models.classifier_training import train_guard_classifiers
     from models.store import ModelStore
 
     store = ModelStore(settings.paths.model_store)
     built = store.prepare(force=args.force)
+    for result in train_guard_classifiers(store, force=args.force):
+        if result.retrained:
+            built.append(result.entry.name)
+        scores = {k: v for k, v in result.metrics.items() if isinstance(v, float)}
+        print(f"{result.entry.name}: held-out {scores}")
     entries = store.verify()
     for name, entry in entries.items():
         state = "built" if name in built else "up to date"
@@ -63,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="the local model store").add_subparsers(
         dest="models_command", required=True
     )
-    prepare = models.add_parser("prepare", help="build the model store from packaged weights")
+    prepare = models.add_parser(
+        "prepare", help="build the model store: packaged weights, then the trained classifiers"
+    )
     prepare.add_argument("--force", action="store_true", help="rebuild even if up to date")
     prepare.set_defaults(handler=_models_prepare)
     models.add_parser("verify", help="check every model file's checksum").set_defaults(

@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from models.guard_types import GuardVerdict
 from models.llm.base import ChatMessage, EngineInfo, GenerationDelta, GenerationRequest
 from models.llm.chat_template import prompt_token_ids
+from models.pii.base import ScanResult
 
-__all__ = ["HandleLLMClient", "TemplateTokenizer"]
+__all__ = ["HandleGuardClient", "HandleLLMClient", "TemplateTokenizer"]
 
 
 class HandleLLMClient:
@@ -50,6 +52,29 @@ class HandleLLMClient:
     async def running_requests(self) -> int:
         """Requests a replica is generating (one replica's view; enough for one replica)."""
         return int(await self._handle.running_requests.remote())
+
+
+class HandleGuardClient:
+    """The PII/NER and intent/injection deployments, reached through their handles."""
+
+    def __init__(self, pii: Any, guard: Any) -> None:
+        self._pii = pii
+        self._guard = guard
+
+    async def scan(self, texts: list[str]) -> list[ScanResult]:
+        """PII spans and entities per text."""
+        result: list[ScanResult] = await self._pii.scan.remote(texts)
+        return result
+
+    async def check(self, text: str) -> GuardVerdict:
+        """Intent and injection verdict for one message."""
+        verdict: GuardVerdict = await self._guard.check.remote(text)
+        return verdict
+
+    async def check_health(self) -> None:
+        """Raise unless both deployments answer."""
+        await self._pii.check_health.remote()
+        await self._guard.check_health.remote()
 
 
 class TemplateTokenizer:

@@ -11,12 +11,14 @@ from typing import Any
 
 from ray import serve
 
-from core.settings import LLMModelSettings, Settings, config_version
+from core.settings import DeploymentResources, LLMModelSettings, Settings, config_version
 from core.telemetry import configure_logging
+from models.guard_types import GuardVerdict
 from models.llm import EngineInfo, GenerationDelta, GenerationRequest, build_engine
+from models.pii.base import ScanResult
 from models.store import ModelStore
 
-__all__ = ["APIIngress", "LLMServer"]
+__all__ = ["APIIngress", "GuardServer", "LLMServer", "PIIServer"]
 
 _log = logging.getLogger("enclave.serving")
 
@@ -53,19 +55,91 @@ class LLMServer:
         await self._engine.shutdown()
 
 
+class PIIServer:
+    """Presidio + spaCy: PII spans and named entities, batched across requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        configure_logging(settings.telemetry)
+        from models.pii.presidio_scanner import PresidioScanner
+
+        store = ModelStore(settings.paths.model_store)
+        name = settings.pii.spacy_store_name
+        self._scanner = PresidioScanner(store.verify([name])[name].folder(store.root), settings.pii)
+        self._scanner.load()
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _scan_batch(self, batches: list[list[str]]) -> list[list[ScanResult]]:
+        flat = [text for texts in batches for text in texts]
+        results = self._scanner.scan(flat)
+        out, cursor = [], 0
+        for texts in batches:
+            out.append(results[cursor : cursor + len(texts)])
+            cursor += len(texts)
+        return out
+
+    async def scan(self, texts: list[str]) -> list[ScanResult]:
+        """One result per text: PII spans and spaCy entities (offsets only)."""
+        if not texts:
+            return []
+        result: list[ScanResult] = await self._scan_batch(texts)
+        return result
+
+    def check_health(self) -> None:
+        """Serve's periodic health check."""
+
+
+class GuardServer:
+    """MiniLM encoder with the intent and injection heads, batched across requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        configure_logging(settings.telemetry)
+        from models.classifier_training import ENCODER_MODEL_NAME
+        from models.guard import TextGuard
+        from models.injection import INJECTION_MODEL_NAME
+        from models.intent import INTENT_MODEL_NAME
+
+        store = ModelStore(settings.paths.model_store)
+        entries = store.verify([ENCODER_MODEL_NAME, INTENT_MODEL_NAME, INJECTION_MODEL_NAME])
+        self._guard = TextGuard.from_folders(
+            entries[ENCODER_MODEL_NAME].folder(store.root),
+            entries[INTENT_MODEL_NAME].folder(store.root),
+            entries[INJECTION_MODEL_NAME].folder(store.root),
+            injection_threshold=settings.guard.injection_threshold,
+            threads=1,
+        )
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _check_batch(self, texts: list[str]) -> list[GuardVerdict]:
+        return self._guard.check(texts)
+
+    async def check(self, text: str) -> GuardVerdict:
+        """Intent and injection verdict for one message."""
+        result: GuardVerdict = await self._check_batch(text)
+        return result
+
+    def check_health(self) -> None:
+        """Serve's periodic health check."""
+
+
 class APIIngress:
     """The Litestar API, built inside the replica (a Litestar app does not pickle)."""
 
-    def __init__(self, settings: Settings, primary: Any, fallback: Any | None) -> None:
+    def __init__(
+        self, settings: Settings, primary: Any, fallback: Any | None, pii: Any, guard: Any
+    ) -> None:
         configure_logging(settings.telemetry)
         self._settings = settings
         self._primary = primary
         self._fallback = fallback
+        self._pii = pii
+        self._guard = guard
 
     async def __serve_build_asgi_app__(self) -> Any:
         from api.app import create_app
         from api.services import Services
-        from serving.clients import HandleLLMClient, TemplateTokenizer
+        from models.pii.pattern_scanner import PatternScanner
+        from serving.clients import HandleGuardClient, HandleLLMClient, TemplateTokenizer
+        from serving.runtime_env import ensure_canary_token
 
         settings = self._settings
         store = ModelStore(settings.paths.model_store)
@@ -82,6 +156,10 @@ class APIIngress:
             primary=primary,
             fallback=fallback,
             tokenizer=TemplateTokenizer.from_folder(primary_dir),
+            guard=HandleGuardClient(self._pii, self._guard),
+            output_scanner=PatternScanner(settings.pii),
+            system_prompt=settings.guard.system_prompt_file.read_text(encoding="utf-8"),
+            canary_token=ensure_canary_token(settings.paths.data_dir),
         )
         return create_app(services, echo_request_id_header=False)
 
@@ -101,6 +179,19 @@ def llm_deployment(name: str, model: LLMModelSettings) -> Any:
         max_queued_requests=resources.max_queued_requests,
         health_check_period_s=10,
         health_check_timeout_s=30,
+        graceful_shutdown_timeout_s=5,
+    )
+
+
+def model_deployment(cls: type, name: str, resources: DeploymentResources) -> Any:
+    """A Serve deployment for a small model server, with its resources from settings."""
+    return serve.deployment(
+        cls,
+        name=name,
+        num_replicas=resources.num_replicas,
+        ray_actor_options={"num_cpus": resources.num_cpus},
+        max_ongoing_requests=resources.max_ongoing_requests,
+        max_queued_requests=resources.max_queued_requests,
         graceful_shutdown_timeout_s=5,
     )
 

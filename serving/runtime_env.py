@@ -8,7 +8,12 @@ from pathlib import Path
 
 from core.settings import Settings
 
-__all__ = ["ensure_ray_auth_token", "offline_environment", "prepare_home"]
+__all__ = [
+    "ensure_canary_token",
+    "ensure_ray_auth_token",
+    "offline_environment",
+    "prepare_home",
+]
 
 
 def offline_environment(settings: Settings) -> dict[str, str]:
@@ -54,12 +59,24 @@ def prepare_home(data_dir: Path) -> Path:
     return home
 
 
+def _secret_file(path: Path, value: str) -> Path:
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path  # another replica created it first
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value)
+    return path
+
+
 def ensure_ray_auth_token(data_dir: Path) -> Path:
     """The Ray token file inside the data dir, created (mode 600) on first use."""
-    path = data_dir / "ray-auth-token"
-    if not path.is_file():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return path
+    return _secret_file(data_dir / "ray-auth-token", secrets.token_hex(32))
+
+
+def ensure_canary_token(data_dir: Path) -> str:
+    """This deployment's system-prompt canary token (created once, mode 600)."""
+    path = _secret_file(data_dir / "secrets" / "system-canary", f"NWC-{secrets.token_hex(8)}")
+    return path.read_text(encoding="utf-8").strip()

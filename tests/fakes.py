@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from models.guard_types import GuardVerdict
 from models.llm.base import ChatMessage, EngineInfo, GenerationDelta, GenerationRequest
+from models.pii.base import Entity, PIISpan, ScanResult
 
 
 class WordTokenizer:
@@ -68,3 +71,60 @@ class ScriptedLLM:
     async def check_health(self) -> None:
         if not self.healthy:
             raise RuntimeError("unhealthy")
+
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+_PHONE = re.compile(r"\(?\d{3}\)?[ -]\d{3}-\d{4}")
+_NAMES = ("Ana Silva", "Joe Bloggs")
+
+
+class RegexPII:
+    """Stands in for Presidio: e-mails, 3-3-4 phones and two known names."""
+
+    def find(self, text: str) -> list[PIISpan]:
+        spans = [PIISpan(m.start(), m.end(), "EMAIL_ADDRESS", 1.0) for m in _EMAIL.finditer(text)]
+        spans += [PIISpan(m.start(), m.end(), "PHONE_NUMBER", 0.9) for m in _PHONE.finditer(text)]
+        for name in _NAMES:
+            for m in re.finditer(re.escape(name), text):
+                spans.append(PIISpan(m.start(), m.end(), "PERSON", 0.85))
+        return sorted(spans, key=lambda s: s.start)
+
+
+@dataclass
+class KeywordGuard:
+    """Stands in for the guard models: keyword verdicts, regex PII; counts its calls."""
+
+    scanned: list[str] = field(default_factory=list)
+    healthy: bool = True
+
+    async def scan(self, texts: list[str]) -> list[ScanResult]:
+        self.scanned.extend(texts)
+        finder = RegexPII()
+        return [
+            ScanResult(
+                pii=tuple(finder.find(t)),
+                entities=tuple(
+                    Entity("PERSON", s.start, s.end)
+                    for s in finder.find(t)
+                    if s.entity_type == "PERSON"
+                ),
+            )
+            for t in texts
+        ]
+
+    async def check(self, text: str) -> GuardVerdict:
+        lowered = text.lower()
+        if "ignore previous instructions" in lowered:
+            return GuardVerdict("it_support", 0.9, True, 0.97, ("override_instructions",))
+        for word, intent in (
+            ("weather", "out_of_scope"),
+            ("human", "escalate_to_human"),
+            ("hello", "small_talk"),
+        ):
+            if word in lowered:
+                return GuardVerdict(intent, 0.9, False, 0.01, ())
+        return GuardVerdict("it_support", 0.8, False, 0.02, ())
+
+    async def check_health(self) -> None:
+        if not self.healthy:
+            raise RuntimeError("guard down")

@@ -37,9 +37,10 @@ _log = logging.getLogger("enclave.api.chat")
 
 def _lineage_headers(run: ChatRun, config_version: str) -> dict[str, str]:
     headers = {
-        "X-Enclave-Engine": run.engine,
+        "X-Enclave-Engine": run.engine or "none",
         "X-Enclave-Config-Version": config_version,
-        "X-Enclave-Context-Dropped": str(run.fit.dropped_messages),
+        "X-Enclave-Decision": run.decision,
+        "X-Enclave-Context-Dropped": str(run.fit.dropped_messages if run.fit else 0),
     }
     if run.fallback_used:
         headers["X-Enclave-Fallback"] = run.fallback_reason or "primary-failed"
@@ -71,10 +72,14 @@ class ChatController(Controller):
         """Answer a chat, as JSON or (``stream: true``) as server-sent events."""
         request_id = request_id_of(request.scope)
         chat = validate_chat_request(data, api_settings)
-        run = pipeline.prepare(chat, request_id)
-        deltas = pipeline.stream(chat, run)
+        run = await pipeline.prepare(chat, request_id)
+        lineage = _Lineage(pipeline, run, config_version)
+        if run.fit is None:
+            deltas = _canned(pipeline.canned_reply(run))
+        else:
+            deltas = pipeline.stream(chat, run)
         if chat.stream:
-            return await _streamed(chat, run, deltas, config_version)
+            return await _streamed(chat, run, deltas, lineage)
         collect = asyncio.ensure_future(_collect(deltas))
         disconnect = asyncio.ensure_future(_until_disconnect(request))
         done, _ = await asyncio.wait({collect, disconnect}, return_when=asyncio.FIRST_COMPLETED)
@@ -96,8 +101,25 @@ class ChatController(Controller):
                 )
             ],
             usage=_usage(last),
+            enclave=lineage.document(),
         )
         return Response(content=completion, headers=_lineage_headers(run, config_version))
+
+
+class _Lineage:
+    """Builds the response's lineage extension once the answer is complete."""
+
+    def __init__(self, pipeline: ChatPipeline, run: ChatRun, config_version: str) -> None:
+        self._pipeline = pipeline
+        self._run = run
+        self.config_version = config_version
+
+    def document(self) -> dict[str, Any]:
+        return self._run.lineage(self.config_version, self._pipeline.prompt_version)
+
+
+async def _canned(text: str) -> AsyncGenerator[GenerationDelta, None]:
+    yield GenerationDelta(text=text, finish_reason="stop")
 
 
 async def _collect(deltas: AsyncIterator[GenerationDelta]) -> tuple[str, GenerationDelta]:
@@ -121,7 +143,7 @@ async def _streamed(
     chat: ValidatedChat,
     run: ChatRun,
     deltas: AsyncGenerator[GenerationDelta, None],
-    config_version: str,
+    lineage: _Lineage,
 ) -> Response[Any]:
     # Wait for the first token before answering, so that a failure before it is a proper
     # HTTP error (with status and problem details) rather than a broken 200 stream.
@@ -178,9 +200,19 @@ async def _streamed(
                     id=chunk_id, created=created, model=run.model, choices=[], usage=_usage(last)
                 )
             )
+        # The lineage rides on a last, choice-less chunk: OpenAI clients ignore the field.
+        yield encode_frame(
+            ChatCompletionChunk(
+                id=chunk_id,
+                created=created,
+                model=run.model,
+                choices=[],
+                enclave=lineage.document(),
+            )
+        )
         yield DONE_FRAME
 
-    headers = _lineage_headers(run, config_version)
+    headers = _lineage_headers(run, lineage.config_version)
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return Stream(frames(), media_type="text/event-stream", headers=headers)
 

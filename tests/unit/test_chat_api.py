@@ -60,15 +60,17 @@ def test_streamed_completion_frames_and_usage(client: TestClient) -> None:
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert text == "Hello from the scripted model"
-    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-3]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-2]["choices"] == []
+    assert chunks[-2]["usage"]["completion_tokens"] == 5
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"]["completion_tokens"] == 5
+    assert chunks[-1]["enclave"]["decision"] == "answer"
 
 
 def test_stream_without_usage_has_no_usage_chunk(client: TestClient) -> None:
     frames = iter_frames(client.post(URL, json=body(stream=True)).content)
     chunks = [json.loads(f) for f in frames[:-1]]
-    assert all(c["choices"] for c in chunks)
+    assert all(c.get("usage") is None for c in chunks)
 
 
 def test_sampling_parameters_reach_the_engine(client: TestClient, primary: ScriptedLLM) -> None:

@@ -1,0 +1,149 @@
+"""The last stage before the user: guard the system prompt, mask foreign PII, restore values.
+
+The model writes in placeholder space (``<PERSON_1>``). Any raw PII value in its reply
+therefore did not come from this user's messages, and is masked. Placeholders are then
+restored to the user's own values. A reply that contains the deployment's canary token, or
+quotes the system prompt at length, is cut and replaced.
+
+Text streams through with as little held back as possible: only a tail that could still
+become a placeholder, a PII value (digits, '@'), the canary token, or a system-prompt quote
+waits for the next chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from models.pii.base import PIISpan
+from models.pii.placeholders import PLACEHOLDER_RE, PlaceholderVault
+
+__all__ = ["FilteredText", "OutputScanner", "ReplyFilter"]
+
+_PARTIAL_PLACEHOLDER = re.compile(r"<[A-Z_]*(?:_\d*)?$")
+# A trailing run that may still grow into a PII value: digit groups glued by separators,
+# a word with '@' or digits in it (e-mails, IBANs, ids), or the word being written (it may
+# yet turn out to be the local part of an e-mail address).
+_PII_TAIL = re.compile(r"(?:[\w.+\-@()/:]*[\d@][\w.+\-@()/:]*[ \-.]?)+$|[\w.+\-(]+$")
+_MIN_QUOTE = 16
+
+
+class OutputScanner(Protocol):
+    """Finds PII in a reply without an NLP model (pattern recognizers)."""
+
+    def find(self, text: str) -> list[PIISpan]:
+        """PII spans in ``text``."""
+
+
+@dataclass
+class FilteredText:
+    """What the filter lets through now, and what it decided."""
+
+    text: str
+    leaked: bool = False
+
+
+@dataclass
+class ReplyFilter:
+    """Per-reply streaming filter; feed model deltas, emit user-safe text."""
+
+    vault: PlaceholderVault
+    scanner: OutputScanner
+    system_prompt: str
+    canary: str
+    leak_min_chars: int = 60
+    replacement: str = "I can't share that."
+    masked: dict[str, int] = field(default_factory=dict)
+    _raw: str = ""
+    _emitted_upto: int = 0
+    _leaked: bool = False
+
+    def feed(self, delta: str) -> FilteredText:
+        """Add model text; return what may be shown now."""
+        if self._leaked:
+            return FilteredText("", leaked=True)
+        start = len(self._raw)
+        self._raw += delta
+        if self._leak_found(since=start):
+            return self._cut()
+        return FilteredText(self._release(self._safe_boundary()))
+
+    def flush(self) -> FilteredText:
+        """The reply ended: release everything that is left."""
+        if self._leaked:
+            return FilteredText("", leaked=True)
+        if self._leak_found(since=len(self._raw)):
+            return self._cut()
+        return FilteredText(self._release(len(self._raw)))
+
+    @property
+    def leaked(self) -> bool:
+        """Whether the reply was cut for leaking the system prompt or its canary."""
+        return self._leaked
+
+    def _cut(self) -> FilteredText:
+        self._leaked = True
+        return FilteredText(("\n\n" if self._emitted_upto else "") + self.replacement, leaked=True)
+
+    def _leak_found(self, *, since: int) -> bool:
+        pending = self._raw[max(0, self._emitted_upto - len(self.canary)) :]
+        if self.canary and self.canary in pending:
+            return True
+        # A quote may end anywhere inside the new text: check each end position.
+        return any(
+            self._quote_length(self._raw[:end]) >= self.leak_min_chars
+            for end in range(max(since, 1), len(self._raw) + 1)
+        )
+
+    def _quote_length(self, text: str) -> int:
+        """Length of the longest suffix of ``text`` that is a substring of the system prompt."""
+        low, high = 0, min(len(text), len(self.system_prompt))
+        while low < high:  # suffix-in-prompt is monotone in length: binary search
+            mid = (low + high + 1) // 2
+            if text[-mid:] in self.system_prompt:
+                low = mid
+            else:
+                high = mid - 1
+        return low
+
+    def _safe_boundary(self) -> int:
+        raw = self._raw
+        boundary = len(raw)
+        tail = raw[self._emitted_upto :]
+        partial = _PARTIAL_PLACEHOLDER.search(tail)
+        if partial:
+            boundary = min(boundary, self._emitted_upto + partial.start())
+        pii_tail = _PII_TAIL.search(tail)
+        if pii_tail and pii_tail.start() < len(tail):
+            boundary = min(boundary, self._emitted_upto + pii_tail.start())
+        for size in range(min(len(self.canary) - 1, len(raw)), 0, -1):
+            if raw.endswith(self.canary[:size]):
+                boundary = min(boundary, len(raw) - size)
+                break
+        quote = self._quote_length(raw)
+        if quote >= _MIN_QUOTE:
+            boundary = min(boundary, len(raw) - quote)
+        return max(boundary, self._emitted_upto)
+
+    def _release(self, upto: int) -> str:
+        if upto <= self._emitted_upto:
+            return ""
+        chunk = self._raw[self._emitted_upto : upto]
+        self._emitted_upto = upto
+        if any(ch.isdigit() or ch == "@" for ch in chunk):
+            chunk = self._mask(chunk)
+        return self.vault.restore(chunk)
+
+    def _mask(self, chunk: str) -> str:
+        protected = [(m.start(), m.end()) for m in PLACEHOLDER_RE.finditer(chunk)]
+        pieces, cursor = [], 0
+        for span in self.scanner.find(chunk):
+            if any(span.start < end and start < span.end for start, end in protected):
+                continue
+            pieces.append(chunk[cursor : span.start])
+            pieces.append(f"[{span.entity_type.lower().replace('_', ' ')} removed]")
+            self.masked[span.entity_type] = self.masked.get(span.entity_type, 0) + 1
+            cursor = span.end
+        pieces.append(chunk[cursor:])
+        return "".join(pieces)

@@ -1,0 +1,107 @@
+"""Reversible pseudonymisation: PII values ↔ stable placeholders such as ``<PERSON_1>``.
+
+A conversation's vault is rebuilt from its messages in order on every turn, so the same
+history always yields the same numbering: ``<PERSON_1>`` stays ``<PERSON_1>`` across turns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from models.pii.base import PIISpan
+
+__all__ = ["PLACEHOLDER_RE", "PlaceholderVault", "StreamRestorer"]
+
+PLACEHOLDER_RE = re.compile(r"<([A-Z][A-Z_]{1,30})_(\d{1,4})>")
+_MAX_PLACEHOLDER_LEN = 40
+
+
+def _normalise(value: str) -> str:
+    return " ".join(value.split()).casefold()
+
+
+@dataclass
+class PlaceholderVault:
+    """The mapping of one conversation; values never leave the request that built it."""
+
+    _by_value: dict[tuple[str, str], str] = field(default_factory=dict)
+    _by_placeholder: dict[str, str] = field(default_factory=dict)
+    _counters: dict[str, int] = field(default_factory=dict)
+
+    def placeholder_for(self, entity_type: str, value: str) -> str:
+        """The placeholder of this value, minted on first sight."""
+        key = (entity_type, _normalise(value))
+        existing = self._by_value.get(key)
+        if existing is not None:
+            return existing
+        number = self._counters.get(entity_type, 0) + 1
+        self._counters[entity_type] = number
+        placeholder = f"<{entity_type}_{number}>"
+        self._by_value[key] = placeholder
+        self._by_placeholder[placeholder] = value
+        return placeholder
+
+    def scrub(self, text: str, spans: Iterable[PIISpan]) -> str:
+        """``text`` with every span replaced by its placeholder."""
+        pieces: list[str] = []
+        cursor = 0
+        for span in sorted(spans, key=lambda s: s.start):
+            if span.start < cursor:
+                continue
+            pieces.append(text[cursor : span.start])
+            pieces.append(self.placeholder_for(span.entity_type, text[span.start : span.end]))
+            cursor = span.end
+        pieces.append(text[cursor:])
+        return "".join(pieces)
+
+    def restore(self, text: str) -> str:
+        """Placeholders of this vault turned back into their values (unknown ones kept)."""
+        return PLACEHOLDER_RE.sub(lambda m: self._by_placeholder.get(m.group(0), m.group(0)), text)
+
+    def counts(self) -> dict[str, int]:
+        """How many distinct values of each type were protected (no values)."""
+        return dict(self._counters)
+
+    def __len__(self) -> int:
+        return len(self._by_placeholder)
+
+
+class StreamRestorer:
+    """Restores placeholders in a stream whose chunks may split a placeholder anywhere."""
+
+    def __init__(self, vault: PlaceholderVault) -> None:
+        self._vault = vault
+        self._pending = ""
+
+    def feed(self, chunk: str) -> str:
+        """Text safe to emit now; a possible placeholder prefix is held back."""
+        text = self._pending + chunk
+        hold = _possible_placeholder_start(text)
+        self._pending = text[hold:]
+        return self._vault.restore(text[:hold])
+
+    def flush(self) -> str:
+        """Whatever was held back, restored (the stream has ended)."""
+        text, self._pending = self._pending, ""
+        return self._vault.restore(text)
+
+
+_PARTIAL_RE = re.compile(r"<[A-Z_]*(?:_\d*)?$")
+
+
+def _possible_placeholder_start(text: str) -> int:
+    """Index from which ``text`` might still become a placeholder (``len(text)`` if none)."""
+    start = text.rfind("<", max(0, len(text) - _MAX_PLACEHOLDER_LEN))
+    if start == -1:
+        return len(text)
+    tail = text[start:]
+    if PLACEHOLDER_RE.fullmatch(tail):
+        return len(text)  # complete: restore it now
+    return start if _PARTIAL_RE.fullmatch(tail) else len(text)
+
+
+def placeholders_in(texts: Sequence[str]) -> set[str]:
+    """Every placeholder that occurs in the given texts."""
+    return {m.group(0) for text in texts for m in PLACEHOLDER_RE.finditer(text)}
