@@ -119,8 +119,14 @@ class GuardStage:
         return verdict, round((time.perf_counter() - started) * 1000, 2)
 
     def _decide(self, verdict: GuardVerdict) -> Decision:
+        confident = verdict.intent_confidence >= self._settings.min_intent_confidence
         if verdict.injection:
+            # "get me a human" can look like an attack to the classifier; handing over to a
+            # person is as safe as blocking (neither reaches the model), and more helpful.
+            if (confident and not verdict.injection_rules
+                    and self._settings.intent_actions.get(verdict.intent) == "escalate"):
+                return "escalate"
             return "block"
-        if verdict.intent_confidence < self._settings.min_intent_confidence:
+        if not confident:
             return "answer"
         return self._settings.intent_actions.get(verdict.intent, "answer")

@@ -284,7 +284,10 @@ class GuardSettings(_Section):
         description="Below this confidence the intent's action is not applied (answered).",
     )
     injection_threshold: float = Field(
-        default=0.5, gt=0, le=1, description="Injection-head probability that blocks."
+        default=0.6, gt=0, le=1,
+        description="Injection-head probability that blocks (rules block regardless). Held-out "
+        "operating points are in models/README.md; 0.6 trades a little recall for fewer "
+        "blocked colleagues.",
     )
     blocked_reply: str = Field(
         default="I can't help with that request. If you think this is a mistake, "

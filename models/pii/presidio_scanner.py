@@ -156,9 +156,11 @@ class PresidioScanner:
             ]
             if "PERSON" in self._entities:
                 spans = refine_names(text, spans)
+            # NER for routing and lineage: every spaCy entity (ORG, DATE, …), not only the
+            # ones Presidio maps to PII; ``tokens`` is the spaCy Doc.
+            doc_entities = getattr(artifacts.tokens, "ents", ())
             entities = tuple(
-                Entity(label=e.label_, start=e.start_char, end=e.end_char)
-                for e in artifacts.entities
+                Entity(label=e.label_, start=e.start_char, end=e.end_char) for e in doc_entities
             )
             results.append(ScanResult(pii=resolve_overlaps(spans), entities=entities))
         return results

@@ -27,6 +27,7 @@ class RunningStack:
     log_path: Path
     guard_log: Path
     start_seconds: float
+    data_dir: Path
 
     def descendants(self) -> list[psutil.Process]:
         try:
@@ -70,7 +71,9 @@ def start_stack(workdir: Path, port: int, *, timeout_s: float = 420.0) -> Runnin
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    stack = RunningStack(process, f"http://127.0.0.1:{port}", log_path, guard_log, 0.0)
+    stack = RunningStack(
+        process, f"http://127.0.0.1:{port}", log_path, guard_log, 0.0, workdir / "data"
+    )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

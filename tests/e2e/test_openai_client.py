@@ -14,7 +14,7 @@ from tests.e2e.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
 
-QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+QUESTION = [{"role": "user", "content": "What is 2 plus 2? Answer with the number."}]
 
 
 def test_stack_started_within_three_minutes(stack: RunningStack) -> None:
@@ -38,7 +38,7 @@ def test_streamed_chat(client: OpenAI, model_name: str) -> None:
         if chunk.usage is not None:
             usage = chunk.usage
     text = "".join(pieces)
-    assert "Paris" in text
+    assert "4" in text
     assert len([p for p in pieces if p]) > 1, "the answer should stream in several chunks"
     assert finish in {"stop", "length"}
     assert usage is not None
@@ -50,7 +50,11 @@ def test_non_streamed_chat(client: OpenAI, model_name: str) -> None:
     completion = client.chat.completions.create(
         model=model_name, messages=QUESTION, max_tokens=32, temperature=0, seed=1
     )
-    assert "Paris" in (completion.choices[0].message.content or "")
+    assert "4" in (completion.choices[0].message.content or "")
+    lineage = (completion.model_extra or {})["enclave"]
+    assert lineage["decision"] == "answer"
+    assert lineage["engine"] == "vllm"
+    assert lineage["config_version"].startswith("cfg_")
     assert completion.choices[0].finish_reason in {"stop", "length"}
     assert completion.usage is not None
     assert 0 < completion.usage.completion_tokens <= 32
@@ -103,7 +107,7 @@ def test_malformed_requests(client: OpenAI, model_name: str, stack: RunningStack
 def test_probes_and_info(stack: RunningStack) -> None:
     assert httpx.get(f"{stack.base_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{stack.base_url}/readyz").json()
-    assert ready["checks"] == {"llm_primary": "ok", "llm_fallback": "ok"}
+    assert ready["checks"] == {"llm_primary": "ok", "llm_fallback": "ok", "guards": "ok"}
     info = httpx.get(f"{stack.base_url}/v1/info").json()
     assert info["config_version"].startswith("cfg_")
     assert info["engines"]["primary"]["engine"] == "vllm"

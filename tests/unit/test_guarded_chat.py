@@ -128,3 +128,16 @@ def test_guard_down_fails_readiness(client: TestClient, guard: KeywordGuard) -> 
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["guards"].startswith("unhealthy")
+
+
+def test_frustrated_user_asking_for_a_human_is_escalated_not_blocked(
+    client: TestClient, guard: KeywordGuard
+) -> None:
+    from models.guard_types import GuardVerdict
+
+    async def looks_like_attack(text: str) -> GuardVerdict:
+        return GuardVerdict("escalate_to_human", 0.9, True, 0.7, ())
+
+    guard.check = looks_like_attack  # type: ignore[method-assign]
+    response = ask(client, user("this bot is useless, get me a human"))
+    assert response.headers["x-enclave-decision"] == "escalate"
