@@ -123,8 +123,11 @@ class GuardStage:
         if verdict.injection:
             # "get me a human" can look like an attack to the classifier; handing over to a
             # person is as safe as blocking (neither reaches the model), and more helpful.
-            if (confident and not verdict.injection_rules
-                    and self._settings.intent_actions.get(verdict.intent) == "escalate"):
+            if (
+                confident
+                and not verdict.injection_rules
+                and self._settings.intent_actions.get(verdict.intent) == "escalate"
+            ):
                 return "escalate"
             return "block"
         if not confident:

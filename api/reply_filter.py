@@ -22,11 +22,36 @@ from models.pii.placeholders import PLACEHOLDER_RE, PlaceholderVault
 __all__ = ["FilteredText", "OutputScanner", "ReplyFilter"]
 
 _PARTIAL_PLACEHOLDER = re.compile(r"<[A-Z_]*(?:_\d*)?$")
-# A trailing run that may still grow into a PII value: digit groups glued by separators,
-# a word with '@' or digits in it (e-mails, IBANs, ids), or the word being written (it may
-# yet turn out to be the local part of an e-mail address).
-_PII_TAIL = re.compile(r"(?:[\w.+\-@()/:]*[\d@][\w.+\-@()/:]*[ \-.]?)+$|[\w.+\-(]+$")
+_RUN_PUNCTUATION = set(".+-@()/:_")
+_GLUE = set(" -.")
 _MIN_QUOTE = 16
+
+
+def _is_run_char(ch: str) -> bool:
+    return ch.isalnum() or ch in _RUN_PUNCTUATION
+
+
+def _pii_tail_start(text: str) -> int:
+    """Where the trailing text that may still grow into a PII value begins.
+
+    That is the word being written (it may yet turn out to be an e-mail's local part), plus
+    any digit groups before it glued by single separators ("call 415 555 01…"). A linear
+    scan from the end: a regular expression for this backtracks catastrophically on long
+    runs without digits.
+    """
+    start = len(text)
+    while start > 0 and _is_run_char(text[start - 1]):
+        start -= 1
+    while start > 0 and text[start - 1] in _GLUE:
+        group_end = start - 1
+        group_start = group_end
+        while group_start > 0 and _is_run_char(text[group_start - 1]):
+            group_start -= 1
+        group = text[group_start:group_end]
+        if not group or not any(ch.isdigit() or ch == "@" for ch in group):
+            break
+        start = group_start
+    return start
 
 
 class OutputScanner(Protocol):
@@ -114,9 +139,7 @@ class ReplyFilter:
         partial = _PARTIAL_PLACEHOLDER.search(tail)
         if partial:
             boundary = min(boundary, self._emitted_upto + partial.start())
-        pii_tail = _PII_TAIL.search(tail)
-        if pii_tail and pii_tail.start() < len(tail):
-            boundary = min(boundary, self._emitted_upto + pii_tail.start())
+        boundary = min(boundary, self._emitted_upto + _pii_tail_start(tail))
         for size in range(min(len(self.canary) - 1, len(raw)), 0, -1):
             if raw.endswith(self.canary[:size]):
                 boundary = min(boundary, len(raw) - size)

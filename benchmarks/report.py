@@ -227,13 +227,20 @@ def _caveat_lines(rows: Sequence[LevelRow]) -> list[str]:
 
 
 def _workload_line(workload: Mapping[str, Any]) -> str:
-    prompts = f"random prompts of {workload['input_len']} tokens (before the chat template)"
+    if workload.get("dataset") == "staff":
+        prompts = (
+            "staff questions (handbook eval set and answerable intents, "
+            "`benchmarks/results/raw/staff-prompts.jsonl`), shuffled with the seed"
+        )
+    else:
+        prompts = f"random prompts of {workload['input_len']} tokens (before the chat template)"
     answers = f"{workload['output_len']} output tokens asked with `ignore_eos`"
     warmups = f"{workload['warmups']} warm-up request(s) per level"
     return (
         f"- Workload: `vllm.benchmarks.serve`, backend `openai-chat`, streamed; {prompts}, "
         f"{answers}, seed {workload['seed']}, {warmups}; both targets got the same prompts, "
-        "one after the other, never at once"
+        "one after the other, never at once. Enclave also runs its guards and prepends its "
+        "system prompt (about 100 tokens) to every request: the work a real request costs"
     )
 
 
@@ -285,12 +292,14 @@ def markdown_section(meta: Mapping[str, Any], rows: Sequence[LevelRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(path: Path, section: str) -> None:
+def update_readme(
+    path: Path, section: str, markers: tuple[str, str] = (README_START, README_END)
+) -> None:
     """Replace the marked section of ``path`` (append it, or create the file, if missing)."""
     text = path.read_text(encoding="utf-8") if path.is_file() else _README_INTRO
-    start, end = text.find(README_START), text.find(README_END)
+    start, end = text.find(markers[0]), text.find(markers[1])
     if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(README_END) :].lstrip("\n")
+        text = text[:start] + section + text[end + len(markers[1]) :].lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text, encoding="utf-8")

@@ -67,6 +67,8 @@ class Workload:
     output_len: int
     warmups: int
     seed: int
+    dataset: str = "staff"
+    dataset_path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="both",
         help="benchmark one target only; README and plot are written only for 'both'",
     )
-    parser.add_argument("--input-len", type=int, default=128, help="prompt tokens")
+    parser.add_argument(
+        "--dataset",
+        choices=("staff", "random"),
+        default="staff",
+        help="staff: real staff questions (handbook and answerable intents), which pass the "
+        "guards as a portal's traffic would; random: vLLM's random tokens (the guards block "
+        "or scrub much of that noise, so it measures a different workload on Enclave)",
+    )
+    parser.add_argument("--input-len", type=int, default=128, help="prompt tokens (random)")
     parser.add_argument("--output-len", type=int, default=64, help="output tokens asked")
     parser.add_argument("--warmups", type=int, default=2, help="warm-up requests per level")
     parser.add_argument(
@@ -231,6 +241,27 @@ def _enclave_target(settings: Settings, args: argparse.Namespace, log_path: Path
     return Target(spec=spec, base_url=base_url)
 
 
+_ANSWERED_INTENTS = {"it_support", "hr_policy", "document_question", "code_help", "writing_help"}
+
+
+def write_staff_prompts(path: Path) -> Path:
+    """Staff questions the portal answers: the handbook eval set and answerable intents."""
+    import json
+
+    prompts = [
+        json.loads(line)["question"]
+        for line in (REPO_ROOT / "index/samples/handbook_eval.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    for line in (REPO_ROOT / "models/intent/data/intents.jsonl").read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if row.get("label") in _ANSWERED_INTENTS:
+            prompts.append(row["text"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts), encoding="utf-8")
+    return path
+
+
 def vllm_bench_argv(
     base_url: str,
     served_name: str,
@@ -247,9 +278,11 @@ def vllm_bench_argv(
         "--base-url", base_url,
         "--model", served_name,
         "--tokenizer", str(model_dir),
-        "--dataset-name", "random",
-        "--random-input-len", str(workload.input_len),
-        "--random-output-len", str(workload.output_len),
+        *(["--dataset-name", "custom", "--dataset-path", workload.dataset_path,
+            "--custom-output-len", str(workload.output_len)]
+          if workload.dataset == "staff" else
+          ["--dataset-name", "random", "--random-input-len", str(workload.input_len),
+           "--random-output-len", str(workload.output_len)]),
         "--num-prompts", str(prompts),
         "--max-concurrency", str(concurrency),
         "--ignore-eos",
@@ -336,7 +369,17 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.update(offline_environment(settings))
     now = datetime.now(UTC)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    workload = Workload(args.input_len, args.output_len, args.warmups, seed=0)
+    dataset_path = ""
+    if args.dataset == "staff":
+        dataset_path = str(write_staff_prompts(args.results_dir / "raw" / "staff-prompts.jsonl"))
+    workload = Workload(
+        args.input_len,
+        args.output_len,
+        args.warmups,
+        seed=0,
+        dataset=args.dataset,
+        dataset_path=dataset_path,
+    )
     levels = [(c, num_prompts(c, args.num_prompts_scale)) for c in args.concurrency]
     command = shlex.join(["python", "-m", "benchmarks.serving_bench", *sys.argv[1:]])
 

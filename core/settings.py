@@ -215,6 +215,16 @@ class PIISettings(_Section):
     spacy_store_name: str = Field(
         default="en-core-web-sm", description="spaCy pipeline in the model store."
     )
+    ner_engine: Literal["spacy", "transformers"] = Field(
+        default="spacy",
+        description="NER behind PERSON/LOCATION: spaCy, or a transformers token-classification "
+        "model (spaCy then only tokenises).",
+    )
+    transformers_ner_dir: Path | None = Field(
+        default=None,
+        description="Local folder of the transformers NER model (e.g. a BERT NER fine-tune); "
+        "required when ner_engine is transformers.",
+    )
     entities: list[str] = Field(
         default_factory=lambda: [
             "PERSON",
@@ -258,6 +268,13 @@ class PIISettings(_Section):
         description="Ray Serve resources of the PII/NER deployment.",
     )
 
+    @model_validator(mode="after")
+    def _transformers_needs_a_model(self) -> PIISettings:
+        if self.ner_engine == "transformers" and self.transformers_ner_dir is None:
+            msg = "pii.transformers_ner_dir is required when pii.ner_engine is transformers"
+            raise ValueError(msg)
+        return self
+
 
 IntentAction = Literal["answer", "answer_without_documents", "refuse", "escalate"]
 
@@ -284,7 +301,9 @@ class GuardSettings(_Section):
         description="Below this confidence the intent's action is not applied (answered).",
     )
     injection_threshold: float = Field(
-        default=0.6, gt=0, le=1,
+        default=0.6,
+        gt=0,
+        le=1,
         description="Injection-head probability that blocks (rules block regardless). Held-out "
         "operating points are in models/README.md; 0.6 trades a little recall for fewer "
         "blocked colleagues.",

@@ -134,8 +134,13 @@ def train_classifier(
 ENCODER_MODEL_NAME = "all-minilm-l6-v2"
 
 
-def train_guard_classifiers(store: ModelStore, *, force: bool = False) -> list[TrainingResult]:
-    """Train (or confirm up to date) the intent classifier and the injection detector."""
+def train_guard_classifiers(
+    store: ModelStore, *, injection_threshold: float, force: bool = False
+) -> list[TrainingResult]:
+    """Train (or confirm up to date) the intent classifier and the injection detector.
+
+    The detector is scored as deployed: head at ``injection_threshold``, plus the rules.
+    """
     from models.guard import TextGuard
     from models.injection import INJECTION_DATASET, INJECTION_MODEL_NAME, evaluate_injection
     from models.intent import INTENT_DATASET, INTENT_MODEL_NAME, evaluate_intents
@@ -155,12 +160,13 @@ def train_guard_classifiers(store: ModelStore, *, force: bool = False) -> list[T
     def guard_predict(head: TextHead, texts: Sequence[str]) -> list[str]:
         # The detector as deployed: the trained head plus the rules.
         intent_head = TextHead.load(intent.entry.folder(store.root) / "head.json")
-        return TextGuard(encoder, intent_head, head).injection_labels(texts)
+        guard = TextGuard(encoder, intent_head, head, injection_threshold=injection_threshold)
+        return guard.injection_labels(texts)
 
     injection = train_classifier(
         name=INJECTION_MODEL_NAME,
         dataset=INJECTION_DATASET,
-        recipe="minilm-logreg-rules-v1",
+        recipe=f"minilm-logreg-rules-v1-t{injection_threshold:g}",
         store=store,
         encoder=encoder,
         evaluate=evaluate_injection,

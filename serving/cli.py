@@ -21,7 +21,8 @@ def _models_prepare(settings: Settings, args: argparse.Namespace) -> int:
 
     store = ModelStore(settings.paths.model_store)
     built = store.prepare(force=args.force)
-    for result in train_guard_classifiers(store, force=args.force):
+    threshold = settings.guard.injection_threshold
+    for result in train_guard_classifiers(store, injection_threshold=threshold, force=args.force):
         if result.retrained:
             built.append(result.entry.name)
         scores = {k: v for k, v in result.metrics.items() if isinstance(v, float)}

@@ -61,10 +61,11 @@ RULES: dict[str, re.Pattern[str]] = {
     ),
 }
 
-_BASE64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
-_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}\s?){12,}\b")
-_BINARY = re.compile(r"\b(?:[01]{8}\s?){6,}\b")
-_SPACED = re.compile(r"\b(?:[A-Za-z][\s.\-_*]){5,}[A-Za-z]\b")
+# Bounded repetitions keep every pattern linear on long adversarial input.
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{16,8192}={0,2}")
+_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}\s?){12,2048}\b")
+_BINARY = re.compile(r"\b(?:[01]{8}\s?){6,1024}\b")
+_SPACED = re.compile(r"\b(?:[A-Za-z][\s.\-_*]){5,256}[A-Za-z]\b")
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 
 

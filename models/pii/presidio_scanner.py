@@ -92,46 +92,83 @@ class PresidioScanner:
         self._analyzer: Any = None
 
     def load(self) -> None:
-        """Load spaCy and build the analyzer (about a second)."""
+        """Load the NLP engine and build the analyzer (about a second with spaCy)."""
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
-        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
-        ner_config = NerModelConfiguration(
-            model_to_presidio_entity_mapping=dict(_SPACY_TO_PRESIDIO),
-            low_score_entity_names=[],
-            labels_to_ignore=[
-                "ORG",
-                "NORP",
-                "CARDINAL",
-                "ORDINAL",
-                "QUANTITY",
-                "MONEY",
-                "PERCENT",
-                "TIME",
-                "DATE",
-                "PRODUCT",
-                "EVENT",
-                "WORK_OF_ART",
-                "LAW",
-                "LANGUAGE",
-            ],
-        )
-        nlp_engine = SpacyNlpEngine(
-            models=[{"lang_code": "en", "model_name": str(self._spacy_dir)}],
-            ner_model_configuration=ner_config,
-        )
         registry = RecognizerRegistry(supported_languages=["en"])
         spacy_entities: list[str] = [
             e for e in ("PERSON", "LOCATION") if e in self._settings.entities
         ]
+        nlp_engine, ner_recognizer = self._nlp_engine(spacy_entities)
         if spacy_entities:
-            registry.add_recognizer(SpacyRecognizer(supported_entities=spacy_entities))
+            registry.add_recognizer(ner_recognizer)
         for recognizer in build_pattern_recognizers(self._settings):
             registry.add_recognizer(recognizer)
         self._analyzer = AnalyzerEngine(
             registry=registry, nlp_engine=nlp_engine, supported_languages=["en"]
         )
+
+    def _nlp_engine(self, ner_entities: list[str]) -> tuple[Any, Any]:
+        from presidio_analyzer.nlp_engine import (
+            NerModelConfiguration,
+            SpacyNlpEngine,
+            TransformersNlpEngine,
+        )
+        from presidio_analyzer.predefined_recognizers import (
+            SpacyRecognizer,
+            TransformersRecognizer,
+        )
+
+        ignored = [
+            "ORG",
+            "NORP",
+            "CARDINAL",
+            "ORDINAL",
+            "QUANTITY",
+            "MONEY",
+            "PERCENT",
+            "TIME",
+            "DATE",
+            "PRODUCT",
+            "EVENT",
+            "WORK_OF_ART",
+            "LAW",
+            "LANGUAGE",
+            "MISC",
+            "O",
+        ]
+        mapping = dict(_SPACY_TO_PRESIDIO) | {"PER": "PERSON"}
+        if self._settings.ner_engine == "transformers":
+            config = NerModelConfiguration(
+                model_to_presidio_entity_mapping=mapping,
+                low_score_entity_names=[],
+                labels_to_ignore=ignored,
+                aggregation_strategy="simple",
+                alignment_mode="expand",
+            )
+            transformers_engine = TransformersNlpEngine(
+                models=[
+                    {
+                        "lang_code": "en",
+                        "model_name": {
+                            "spacy": str(self._spacy_dir),
+                            "transformers": str(self._settings.transformers_ner_dir),
+                        },
+                    }
+                ],
+                ner_model_configuration=config,
+            )
+            return transformers_engine, TransformersRecognizer(supported_entities=ner_entities)
+        config = NerModelConfiguration(
+            model_to_presidio_entity_mapping=mapping,
+            low_score_entity_names=[],
+            labels_to_ignore=ignored,
+        )
+        engine = SpacyNlpEngine(
+            models=[{"lang_code": "en", "model_name": str(self._spacy_dir)}],
+            ner_model_configuration=config,
+        )
+        return engine, SpacyRecognizer(supported_entities=ner_entities)
 
     def scan(self, texts: Sequence[str]) -> list[ScanResult]:
         """PII spans above their thresholds, overlaps resolved, plus spaCy's entities."""
@@ -158,7 +195,7 @@ class PresidioScanner:
                 spans = refine_names(text, spans)
             # NER for routing and lineage: every spaCy entity (ORG, DATE, …), not only the
             # ones Presidio maps to PII; ``tokens`` is the spaCy Doc.
-            doc_entities = getattr(artifacts.tokens, "ents", ())
+            doc_entities = getattr(artifacts.tokens, "ents", ()) or artifacts.entities
             entities = tuple(
                 Entity(label=e.label_, start=e.start_char, end=e.end_char) for e in doc_entities
             )

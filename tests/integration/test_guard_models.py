@@ -24,12 +24,13 @@ def store(test_settings: Settings, offline_env: dict[str, str]) -> ModelStore:
 
 
 @pytest.fixture(scope="module")
-def guard(store: ModelStore) -> TextGuard:
+def guard(store: ModelStore, test_settings: Settings) -> TextGuard:
     entries = store.verify([ENCODER_MODEL_NAME, INTENT_MODEL_NAME, INJECTION_MODEL_NAME])
     return TextGuard.from_folders(
         entries[ENCODER_MODEL_NAME].folder(store.root),
         entries[INTENT_MODEL_NAME].folder(store.root),
         entries[INJECTION_MODEL_NAME].folder(store.root),
+        injection_threshold=test_settings.guard.injection_threshold,
     )
 
 

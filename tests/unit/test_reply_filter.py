@@ -133,3 +133,24 @@ def test_stream_restorer(chunks: list[str]) -> None:
     vault = vault_with(*[("PERSON", f"P{i}") for i in range(1, 13)])
     restorer = StreamRestorer(vault)
     assert "".join([restorer.feed(c) for c in chunks] + [restorer.flush()]) == "x P1 y P12"
+
+
+@pytest.mark.timeout(10)
+def test_long_runs_without_separators_are_linear() -> None:
+    # A regular expression with nested quantifiers hung the API's event loop on output like
+    # this (found by the serving benchmark); the scan must stay linear.
+    filter_ = make()
+    for _ in range(200):
+        filter_.feed("abcdefghij" * 3)
+    assert filter_.flush().text
+
+
+@pytest.mark.parametrize("chunks", every_split("Phone: 415 555 0137 ok"))
+def test_digit_groups_are_held_until_complete(chunks: list[str]) -> None:
+    class SpacedPhone:
+        def find(self, text: str) -> list[PIISpan]:
+            return [PIISpan(m.start(), m.end(), "PHONE_NUMBER", 1.0)
+                    for m in re.finditer(r"\d{3} \d{3} \d{4}", text)]
+
+    filter_ = ReplyFilter(PlaceholderVault(), SpacedPhone(), SYSTEM, CANARY)
+    assert run(filter_, chunks) == "Phone: [phone number removed] ok"
