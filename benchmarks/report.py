@@ -239,8 +239,9 @@ def _workload_line(workload: Mapping[str, Any]) -> str:
     return (
         f"- Workload: `vllm.benchmarks.serve`, backend `openai-chat`, streamed; {prompts}, "
         f"{answers}, seed {workload['seed']}, {warmups}; both targets got the same prompts, "
-        "one after the other, never at once. Enclave also runs its guards and prepends its "
-        "system prompt (about 100 tokens) to every request: the work a real request costs"
+        "one after the other, never at once. Enclave prepends its system prompt (about 100 "
+        "tokens) and runs its guards; the raw server gets the same system-prompt text at the "
+        "top of each prompt, so both prefill about the same and the gap is the pipeline's"
     )
 
 

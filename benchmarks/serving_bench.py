@@ -69,6 +69,9 @@ class Workload:
     seed: int
     dataset: str = "staff"
     dataset_path: str = ""
+    # The raw server gets Enclave's system prompt inside each prompt, so both targets
+    # prefill about as many tokens and the difference is the pipeline's own cost.
+    raw_dataset_path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +247,7 @@ def _enclave_target(settings: Settings, args: argparse.Namespace, log_path: Path
 _ANSWERED_INTENTS = {"it_support", "hr_policy", "document_question", "code_help", "writing_help"}
 
 
-def write_staff_prompts(path: Path) -> Path:
+def write_staff_prompts(path: Path, prefix: str = "") -> Path:
     """Staff questions the portal answers: the handbook eval set and answerable intents."""
     import json
 
@@ -258,7 +261,8 @@ def write_staff_prompts(path: Path) -> Path:
         if row.get("label") in _ANSWERED_INTENTS:
             prompts.append(row["text"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts), encoding="utf-8")
+    lines = (json.dumps({"prompt": prefix + p}) + "\n" for p in prompts)
+    path.write_text("".join(lines), encoding="utf-8")
     return path
 
 
@@ -278,8 +282,12 @@ def vllm_bench_argv(
         "--base-url", base_url,
         "--model", served_name,
         "--tokenizer", str(model_dir),
-        *(["--dataset-name", "custom", "--dataset-path", workload.dataset_path,
-            "--custom-output-len", str(workload.output_len)]
+        # --skip-chat-template: the custom dataset would otherwise send each prompt already
+        # rendered with the chat template ("<|im_start|>system…") as the user's text.
+        *(["--dataset-name", "custom", "--dataset-path",
+           workload.raw_dataset_path if label == RAW and workload.raw_dataset_path
+           else workload.dataset_path,
+            "--custom-output-len", str(workload.output_len), "--skip-chat-template"]
           if workload.dataset == "staff" else
           ["--dataset-name", "random", "--random-input-len", str(workload.input_len),
            "--random-output-len", str(workload.output_len)]),
@@ -369,9 +377,17 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.update(offline_environment(settings))
     now = datetime.now(UTC)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    dataset_path = ""
+    dataset_path = raw_dataset_path = ""
     if args.dataset == "staff":
-        dataset_path = str(write_staff_prompts(args.results_dir / "raw" / "staff-prompts.jsonl"))
+        raw_dir = args.results_dir / "raw"
+        dataset_path = str(write_staff_prompts(raw_dir / "staff-prompts.jsonl"))
+        system = settings.guard.system_prompt_file.read_text(encoding="utf-8")
+        raw_dataset_path = str(
+            write_staff_prompts(
+                raw_dir / "staff-prompts-with-system.jsonl",
+                prefix=system.replace("{canary}", "NWC-0000000000000000") + "\n\n",
+            )
+        )
     workload = Workload(
         args.input_len,
         args.output_len,
@@ -379,6 +395,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=0,
         dataset=args.dataset,
         dataset_path=dataset_path,
+        raw_dataset_path=raw_dataset_path,
     )
     levels = [(c, num_prompts(c, args.num_prompts_scale)) for c in args.concurrency]
     command = shlex.join(["python", "-m", "benchmarks.serving_bench", *sys.argv[1:]])

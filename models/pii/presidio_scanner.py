@@ -21,6 +21,7 @@ __all__ = ["PATTERN_ENTITIES", "PresidioScanner", "build_pattern_recognizers"]
 
 # spaCy labels that become Presidio entities; everything else (ORG, DATE, …) is NER only.
 _SPACY_TO_PRESIDIO = {"PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
+_MIN_PHONE_DIGITS = 7
 # Entities found by patterns and checksums alone: cheap enough for streamed output scans.
 PATTERN_ENTITIES = (
     "EMAIL_ADDRESS",
@@ -44,6 +45,15 @@ def build_pattern_recognizers(settings: PIISettings) -> list[Any]:
         UsSsnRecognizer,
     )
 
+    class GatedPhoneRecognizer(PhoneRecognizer):
+        """libphonenumber's matcher costs ~10 ms per text and region set; a text with fewer
+        than 7 digits cannot hold a phone number, so it is not asked."""
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
+            if sum(ch.isdigit() for ch in text) < _MIN_PHONE_DIGITS:
+                return []
+            return super().analyze(text, entities, nlp_artifacts)
+
     class InternalEmailRecognizer(EmailRecognizer):
         """E-mail addresses on any domain: on-prem mail uses internal TLDs (.corp, .example)
         that Presidio's public-suffix check would reject."""
@@ -61,7 +71,7 @@ def build_pattern_recognizers(settings: PIISettings) -> list[Any]:
     )
     candidates: list[Any] = [
         InternalEmailRecognizer(),
-        PhoneRecognizer(supported_regions=tuple(settings.phone_regions)),
+        GatedPhoneRecognizer(supported_regions=tuple(settings.phone_regions)),
         CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, mastercard_2_series]),
         UsSsnRecognizer(),
         IbanRecognizer(),
