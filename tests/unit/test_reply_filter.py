@@ -149,8 +149,10 @@ def test_long_runs_without_separators_are_linear() -> None:
 def test_digit_groups_are_held_until_complete(chunks: list[str]) -> None:
     class SpacedPhone:
         def find(self, text: str) -> list[PIISpan]:
-            return [PIISpan(m.start(), m.end(), "PHONE_NUMBER", 1.0)
-                    for m in re.finditer(r"\d{3} \d{3} \d{4}", text)]
+            return [
+                PIISpan(m.start(), m.end(), "PHONE_NUMBER", 1.0)
+                for m in re.finditer(r"\d{3} \d{3} \d{4}", text)
+            ]
 
     filter_ = ReplyFilter(PlaceholderVault(), SpacedPhone(), SYSTEM, CANARY)
     assert run(filter_, chunks) == "Phone: [phone number removed] ok"
