@@ -146,8 +146,8 @@ def section(results: dict[str, dict[str, dict[str, float]]], count: int, command
         MARKERS[0],
         "## Guard pipeline latency",
         "",
-        f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
-        f"{machine.get('memory_gib', '?')} GiB. Date: "
+        f"Machine: {machine.get('cpu_model', '?')}, {machine.get('usable_cpus', '?')} cores, "
+        f"{machine.get('ram_gib', '?')} GiB. Date: "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. Commit: {git_commit(REPO)}.",
         f"Command: `{command}`. {count} messages of ~300 characters built from the PII "
         "corpus (most carry several PII values).",
