@@ -60,6 +60,9 @@ class OutputScanner(Protocol):
     def find(self, text: str) -> list[PIISpan]:
         """PII spans in ``text``."""
 
+    def hold_from(self, text: str) -> int:
+        """Where trailing text that may still grow into PII starts (``len(text)`` if none)."""
+
 
 @dataclass
 class FilteredText:
@@ -140,6 +143,7 @@ class ReplyFilter:
         if partial:
             boundary = min(boundary, self._emitted_upto + partial.start())
         boundary = min(boundary, self._emitted_upto + _pii_tail_start(tail))
+        boundary = min(boundary, self._emitted_upto + self.scanner.hold_from(tail))
         for size in range(min(len(self.canary) - 1, len(raw)), 0, -1):
             if raw.endswith(self.canary[:size]):
                 boundary = min(boundary, len(raw) - size)
@@ -154,9 +158,7 @@ class ReplyFilter:
             return ""
         chunk = self._raw[self._emitted_upto : upto]
         self._emitted_upto = upto
-        if any(ch.isdigit() or ch == "@" for ch in chunk):
-            chunk = self._mask(chunk)
-        return self.vault.restore(chunk)
+        return self.vault.restore(self._mask(chunk))
 
     def _mask(self, chunk: str) -> str:
         protected = [(m.start(), m.end()) for m in PLACEHOLDER_RE.finditer(chunk)]

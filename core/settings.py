@@ -263,6 +263,11 @@ class PIISettings(_Section):
     allow_list: list[str] = Field(
         default_factory=list, description="Values never treated as PII (e.g. public names)."
     )
+    mask_names_in_replies: bool = Field(
+        default=True,
+        description="Also mask people's names the model writes (known first name + capitalised "
+        "word) that are not the user's own: the user's names reach the model as placeholders.",
+    )
     resources: DeploymentResources = Field(
         default_factory=lambda: DeploymentResources(num_cpus=0.5, max_ongoing_requests=32),
         description="Ray Serve resources of the PII/NER deployment.",

@@ -81,6 +81,9 @@ _NAMES = ("Ana Silva", "Joe Bloggs")
 class RegexPII:
     """Stands in for Presidio: e-mails, 3-3-4 phones and two known names."""
 
+    def hold_from(self, text: str) -> int:
+        return len(text)
+
     def find(self, text: str) -> list[PIISpan]:
         spans = [PIISpan(m.start(), m.end(), "EMAIL_ADDRESS", 1.0) for m in _EMAIL.finditer(text)]
         spans += [PIISpan(m.start(), m.end(), "PHONE_NUMBER", 0.9) for m in _PHONE.finditer(text)]

@@ -221,7 +221,7 @@ def refine_names(text: str, spans: Sequence[PIISpan]) -> list[PIISpan]:
     """Use the name lexicon: drop "people" with no known name in them, re-label people the
     small spaCy model tagged as places, and add "First Last" names it missed."""
     lexicon = name_lexicon()
-    found = _lexicon_names(text, lexicon) + _cued_names(text, lexicon)
+    found = lexicon_names(text, lexicon) + _cued_names(text, lexicon)
     refined: list[PIISpan] = list(found)
     for span in spans:
         words = [_strip_possessive(w) for w in _WORD.findall(text[span.start : span.end])]
@@ -279,7 +279,7 @@ def _cued_names(text: str, lexicon: NameLexicon) -> list[PIISpan]:
     return names
 
 
-def _lexicon_names(text: str, lexicon: NameLexicon) -> list[PIISpan]:
+def lexicon_names(text: str, lexicon: NameLexicon) -> list[PIISpan]:
     """ "First Last" sequences: a known first name followed by capitalised words."""
     names = []
     tokens = list(_WORD.finditer(text))

@@ -83,3 +83,15 @@ def test_named_entities_come_with_offsets_only(scanner: PresidioScanner) -> None
     assert {"PERSON", "GPE"} <= labels or {"PERSON", "LOC"} <= labels
     assert "ORG" in labels
     assert "DATE" in labels
+
+
+def test_reply_scanner_masks_names_and_holds_a_trailing_first_name(
+    test_settings: Settings, offline_env: dict[str, str]
+) -> None:
+    from models.pii.pattern_scanner import PatternScanner
+
+    replies = PatternScanner(test_settings.pii)
+    found = replies.find("You could ask Maria Lopez or call 212-555-0100.")
+    assert {(s.entity_type, s.start, s.end) for s in found} >= {("PERSON", 14, 25)}
+    assert replies.hold_from("You could ask Maria ") == len("You could ask ")
+    assert replies.hold_from("You could ask the desk ") == len("You could ask the desk ")

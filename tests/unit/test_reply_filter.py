@@ -28,7 +28,14 @@ class RegexScanner:
                 m.start(), m.end(), "EMAIL_ADDRESS" if "@" in m.group() else "PHONE_NUMBER", 1.0
             )
             for m in self.pattern.finditer(text)
+        ] + [
+            PIISpan(m.start(), m.end(), "PERSON", 0.8)
+            for m in re.finditer(r"Maria [A-Z][a-z]+", text)
         ]
+
+    def hold_from(self, text: str) -> int:
+        match = re.search(r"Maria(?:\s+[A-Z][a-z]*)?\s*$", text)
+        return match.start() if match else len(text)
 
 
 def vault_with(*pairs: tuple[str, str]) -> PlaceholderVault:
@@ -154,5 +161,14 @@ def test_digit_groups_are_held_until_complete(chunks: list[str]) -> None:
                 for m in re.finditer(r"\d{3} \d{3} \d{4}", text)
             ]
 
+        def hold_from(self, text: str) -> int:
+            return len(text)
+
     filter_ = ReplyFilter(PlaceholderVault(), SpacedPhone(), SYSTEM, CANARY)
     assert run(filter_, chunks) == "Phone: [phone number removed] ok"
+
+
+@pytest.mark.parametrize("chunks", every_split("Ask Maria Lopez or <PERSON_1> today."))
+def test_names_the_model_invented_are_masked_whatever_the_chunking(chunks: list[str]) -> None:
+    vault = vault_with(("PERSON", "Ana Silva"))
+    assert run(make(vault), chunks) == "Ask [person removed] or Ana Silva today."
