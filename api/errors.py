@@ -46,9 +46,7 @@ def problem_body(
     return body
 
 
-def _respond(
-    request: Request[Any, Any, Any], body: dict[str, Any], headers: dict[str, str]
-) -> Response[Any]:
+def _respond(body: dict[str, Any], headers: dict[str, str]) -> Response[Any]:
     return Response(
         content=body,
         status_code=int(body["status"]),
@@ -71,7 +69,7 @@ def _enclave_error(request: Request[Any, Any, Any], exc: EnclaveError) -> Respon
         request_id=request_id_of(request.scope),
         **exc.extra,
     )
-    return _respond(request, body, headers)
+    return _respond(body, headers)
 
 
 def _validation_detail(exc: ValidationException) -> tuple[str, list[dict[str, Any]]]:
@@ -111,7 +109,7 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
         **extra,
     )
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
-    return _respond(request, body, headers)
+    return _respond(body, headers)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -125,7 +123,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         "when reporting it.",
         request_id=request_id,
     )
-    return _respond(request, body, {})
+    return _respond(body, {})
 
 
 exception_handlers: dict[Any, Any] = {

@@ -80,7 +80,8 @@ class PackagedModel:
     package: str
     module: str
     recipe: str
-    # Builds the model folder; returns (folder, relative-to-store?)
+    # (model, store root, target folder) -> the model's folder: the target for built models,
+    # the installed package's folder for models used in place.
     build: Callable[[PackagedModel, Path, Path], Path]
 
 
