@@ -105,7 +105,7 @@ class GuardServer:
             entries[INTENT_MODEL_NAME].folder(store.root),
             entries[INJECTION_MODEL_NAME].folder(store.root),
             injection_threshold=settings.guard.injection_threshold,
-            threads=1,
+            threads=settings.guard.encoder_threads,
         )
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
