@@ -335,7 +335,8 @@ class GuardSettings(_Section):
         "{canary} is replaced by the deployment's canary token.",
     )
     encoder_threads: int = Field(
-        default=1, ge=1,
+        default=1,
+        ge=1,
         description="Torch threads of the guard's MiniLM encoder. Alone, 2 threads are faster "
         "(one 300-character message: 43 ms p50 vs 29 ms), but beside vLLM on 2 cores the "
         "whole stack got slower (benchmarks/README.md), so 1.",
