@@ -7,15 +7,14 @@ history always yields the same numbering: ``<PERSON_1>`` stays ``<PERSON_1>`` ac
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from models.pii.base import PIISpan
 
-__all__ = ["PLACEHOLDER_RE", "PlaceholderVault", "StreamRestorer"]
+__all__ = ["PLACEHOLDER_RE", "PlaceholderVault"]
 
 PLACEHOLDER_RE = re.compile(r"<([A-Z][A-Z_]{1,30})_(\d{1,4})>")
-_MAX_PLACEHOLDER_LEN = 40
 
 
 def _normalise(value: str) -> str:
@@ -66,42 +65,3 @@ class PlaceholderVault:
 
     def __len__(self) -> int:
         return len(self._by_placeholder)
-
-
-class StreamRestorer:
-    """Restores placeholders in a stream whose chunks may split a placeholder anywhere."""
-
-    def __init__(self, vault: PlaceholderVault) -> None:
-        self._vault = vault
-        self._pending = ""
-
-    def feed(self, chunk: str) -> str:
-        """Text safe to emit now; a possible placeholder prefix is held back."""
-        text = self._pending + chunk
-        hold = _possible_placeholder_start(text)
-        self._pending = text[hold:]
-        return self._vault.restore(text[:hold])
-
-    def flush(self) -> str:
-        """Whatever was held back, restored (the stream has ended)."""
-        text, self._pending = self._pending, ""
-        return self._vault.restore(text)
-
-
-_PARTIAL_RE = re.compile(r"<[A-Z_]*(?:_\d*)?$")
-
-
-def _possible_placeholder_start(text: str) -> int:
-    """Index from which ``text`` might still become a placeholder (``len(text)`` if none)."""
-    start = text.rfind("<", max(0, len(text) - _MAX_PLACEHOLDER_LEN))
-    if start == -1:
-        return len(text)
-    tail = text[start:]
-    if PLACEHOLDER_RE.fullmatch(tail):
-        return len(text)  # complete: restore it now
-    return start if _PARTIAL_RE.fullmatch(tail) else len(text)
-
-
-def placeholders_in(texts: Sequence[str]) -> set[str]:
-    """Every placeholder that occurs in the given texts."""
-    return {m.group(0) for text in texts for m in PLACEHOLDER_RE.finditer(text)}
