@@ -13,7 +13,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from api.errors import exception_handlers
 from api.pipeline import ChatPipeline
 from api.request_ids import echo_request_id
-from api.routes import ChatController, healthz, info, list_models, readyz
+from api.routes import ChatController, KnowledgeBaseController, healthz, info, list_models, readyz
 from api.services import Services
 
 __all__ = ["create_app"]
@@ -33,7 +33,14 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
     return Litestar(
-        route_handlers=[ChatController, list_models, healthz, readyz, info],
+        route_handlers=[
+            ChatController,
+            KnowledgeBaseController,
+            list_models,
+            healthz,
+            readyz,
+            info,
+        ],
         dependencies={
             "services": _const(services),
             "pipeline": _const(pipeline),

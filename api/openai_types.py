@@ -58,6 +58,9 @@ class ChatCompletionRequest(msgspec.Struct, forbid_unknown_fields=False):
     user: str | None = None
     # vLLM's extension, used by its serving benchmark to fix the answer length.
     ignore_eos: bool = False
+    # Enclave's extension (the openai client sends it with extra_body): the knowledge base
+    # to answer from; null: the tenant's default.
+    knowledge_base: str | None = None
 
 
 class Usage(msgspec.Struct):

@@ -6,18 +6,23 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from api.context import ContextFit, fit_context
+from api.grounding import Grounding, RetrievalStage, documents_block
 from api.guarding import GuardOutcome, GuardStage
 from api.reply_filter import ReplyFilter
 from api.services import LLMClient, Services
 from api.validation import ValidatedChat
-from core.errors import GenerationFailed, UnknownModel
+from core.errors import ContextTooLong, GenerationFailed, UnknownModel
 from models.llm.base import ChatMessage, GenerationDelta, GenerationRequest
 
-__all__ = ["ChatPipeline", "ChatRun"]
+__all__ = ["DEFAULT_TENANT", "ChatPipeline", "ChatRun"]
+
+# Until authentication assigns tenants, every request belongs to this one.
+DEFAULT_TENANT = "default"
+_NOT_RETRIEVED = Grounding("skipped", reason="not an answer from documents")
 
 _log = logging.getLogger("enclave.pipeline")
 
@@ -34,6 +39,7 @@ class ChatRun:
     fallback_used: bool = False
     fallback_reason: str | None = None
     reply_filter: ReplyFilter | None = None
+    grounding: Grounding = _NOT_RETRIEVED
     started: float = field(default_factory=time.perf_counter)
     first_token_s: float | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -66,7 +72,10 @@ class ChatRun:
             "pii": {"protected": self.guard.protected, "masked_in_reply": masked},
             "entities": self.guard.entities,
             "context": {"dropped_messages": self.fit.dropped_messages if self.fit else 0},
-            "timings_ms": {**self.guard.timings_ms, **self.timings_ms},
+            "retrieval": self.grounding.status,
+            "retrieval_detail": self.grounding.lineage(),
+            "sources": self.grounding.citations(),
+            "timings_ms": {**self.guard.timings_ms, **self.grounding.timings_ms, **self.timings_ms},
         }
 
 
@@ -78,18 +87,26 @@ class ChatPipeline:
         self._settings = services.settings
         self._served = services.primary.info().model
         self._guards = GuardStage(services.guard, services.settings.guard)
-        self._system_prompt = services.system_prompt.replace("{canary}", services.canary_token)
-        self.prompt_version = (
-            "prm_" + hashlib.sha256(services.system_prompt.encode()).hexdigest()[:12]
+        self._retrieval = RetrievalStage(
+            services.knowledge, services.settings.retrieval, services.tokenizer
         )
+        self._system_prompt = services.system_prompt.replace("{canary}", services.canary_token)
+        self._documents_prompt = services.documents_prompt
+        prompts = "\x00".join([services.system_prompt, services.documents_prompt])
+        self.prompt_version = "prm_" + hashlib.sha256(prompts.encode()).hexdigest()[:12]
 
     @property
     def served_models(self) -> list[str]:
         """Model ids clients may request."""
         return [self._served]
 
-    async def prepare(self, chat: ValidatedChat, request_id: str) -> ChatRun:
-        """Check the model, run the guards, assemble and fit the prompt (client errors raise)."""
+    async def prepare(
+        self, chat: ValidatedChat, request_id: str, tenant: str = DEFAULT_TENANT
+    ) -> ChatRun:
+        """Check the model, run the guards, retrieve, assemble and fit the prompt.
+
+        Client errors raise; retrieval problems only degrade the answer.
+        """
         if chat.model != self._served:
             raise UnknownModel(
                 f"Model {chat.model!r} is not served here; use one of: {self._served}. "
@@ -110,16 +127,20 @@ class ChatPipeline:
         )
         if outcome.decision not in {"answer", "answer_without_documents"}:
             return run
+        if outcome.decision == "answer":
+            query = next(m.content for m in reversed(outcome.messages) if m.role == "user")
+            run.grounding = await self._retrieval.run(tenant, chat.knowledge_base, query)
         started = time.perf_counter()
-        llm = self._settings.llm
-        run.fit = fit_context(
-            self._assemble(outcome.messages),
-            self._services.tokenizer,
-            max_model_len=llm.primary.max_model_len,
-            requested_max_tokens=chat.max_tokens or llm.default_max_tokens,
-            reserve_retrieval_tokens=self._settings.context.reserve_retrieval_tokens,
-            min_answer_tokens=self._settings.context.min_answer_tokens,
-        )
+        try:
+            run.fit = self._fit(chat, outcome.messages, run.grounding)
+        except ContextTooLong:
+            if not run.grounding.sources:
+                raise
+            # The documents made the prompt too long: answer without them rather than fail.
+            run.grounding = replace(
+                run.grounding, status="skipped", sources=(), reason="no room for documents"
+            )
+            run.fit = self._fit(chat, outcome.messages, run.grounding)
         run.timings_ms["prompt_ms"] = round((time.perf_counter() - started) * 1000, 2)
         if run.fit.dropped_messages:
             _log.info(
@@ -137,10 +158,28 @@ class ChatPipeline:
             "escalate": guard.escalation_reply,
         }[run.decision]
 
-    def _assemble(self, messages: tuple[ChatMessage, ...]) -> list[ChatMessage]:
-        # One system message: ours first, then whatever system text the client sent.
+    def _fit(
+        self, chat: ValidatedChat, messages: tuple[ChatMessage, ...], grounding: Grounding
+    ) -> ContextFit:
+        llm = self._settings.llm
+        return fit_context(
+            self._assemble(messages, grounding),
+            self._services.tokenizer,
+            max_model_len=llm.primary.max_model_len,
+            requested_max_tokens=chat.max_tokens or llm.default_max_tokens,
+            reserve_retrieval_tokens=self._settings.context.reserve_retrieval_tokens,
+            min_answer_tokens=self._settings.context.min_answer_tokens,
+        )
+
+    def _assemble(
+        self, messages: tuple[ChatMessage, ...], grounding: Grounding
+    ) -> list[ChatMessage]:
+        # One system message: ours, the documents, then whatever system text the client sent.
         client_system = [m.content for m in messages if m.role == "system"]
-        system = "\n\n".join([self._system_prompt, *client_system])
+        parts = [self._system_prompt]
+        if grounding.sources:
+            parts.append(documents_block(self._documents_prompt, grounding.sources))
+        system = "\n\n".join([*parts, *client_system])
         return [ChatMessage("system", system), *(m for m in messages if m.role != "system")]
 
     async def stream(

@@ -9,6 +9,7 @@ from typing import Protocol
 from api.context import PromptTokenizer
 from api.reply_filter import OutputScanner
 from core.settings import Settings
+from index.base import KnowledgeService
 from models.guard_types import GuardVerdict
 from models.llm.base import EngineInfo, GenerationDelta, GenerationRequest
 from models.pii.base import ScanResult
@@ -58,3 +59,5 @@ class Services:
     output_scanner: OutputScanner
     system_prompt: str
     canary_token: str
+    documents_prompt: str
+    knowledge: KnowledgeService | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ _ROLE_ALIASES = {
 _MAX_STOP_SEQUENCES = 4
 # Control characters other than tab, newline and carriage return carry no meaning in chat text.
 _ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+_KB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,7 @@ class ValidatedChat:
     stream: bool
     include_usage: bool
     ignore_eos: bool = False
+    knowledge_base: str | None = None
 
     def sampling(self, max_tokens: int) -> SamplingOptions:
         """Sampling options with the answer budget decided by the context fitter."""
@@ -122,6 +125,11 @@ def validate_chat_request(body: ChatCompletionRequest, limits: ApiSettings) -> V
         problems.append(f"stop: at most {_MAX_STOP_SEQUENCES} sequences allowed")
     if any(not s for s in stop):
         problems.append("stop: sequences must not be empty")
+    if body.knowledge_base is not None and not _KB_NAME.match(body.knowledge_base):
+        problems.append(
+            "knowledge_base: use 1-64 lower-case letters, digits, '-' or '_' "
+            "(GET /v1/knowledge-bases lists them)"
+        )
     if body.stream_options is not None and not body.stream:
         problems.append("stream_options: only allowed when stream is true")
     if problems:
@@ -140,4 +148,5 @@ def validate_chat_request(body: ChatCompletionRequest, limits: ApiSettings) -> V
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         ignore_eos=body.ignore_eos,
+        knowledge_base=body.knowledge_base,
     )

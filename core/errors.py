@@ -8,7 +8,9 @@ The tree::
     │   │   └── ContextTooLong        400  a message does not fit the model's window
     │   ├── NotFound                  404
     │   │   └── UnknownModel          404  the requested model is not served
-    │   └── PayloadTooLarge           413
+    │   ├── Conflict                  409  the resource exists already / the state forbids it
+    │   ├── PayloadTooLarge           413
+    │   └── UnsupportedMediaType      415  the body is not in a format the route reads
     ├── ServiceUnavailable            503  a dependency is down or overloaded (Retry-After)
     │   └── GenerationFailed          503  both the primary and the fallback engine failed
     ├── ConfigurationError            -    settings are invalid (stops start-up)
@@ -24,6 +26,7 @@ from typing import Any, ClassVar
 __all__ = [
     "ClientError",
     "ConfigurationError",
+    "Conflict",
     "ContextTooLong",
     "EnclaveError",
     "GenerationFailed",
@@ -33,6 +36,7 @@ __all__ = [
     "PayloadTooLarge",
     "ServiceUnavailable",
     "UnknownModel",
+    "UnsupportedMediaType",
 ]
 
 
@@ -47,6 +51,18 @@ class EnclaveError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extra: dict[str, Any] = extra or {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross Ray handles pickled. The default pickling calls ``cls(*args)``, which
+        # fails for subclasses with keyword-only arguments; rebuild from the state instead.
+        return (_rebuild, (type(self), self.args, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[EnclaveError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ClientError(EnclaveError):
@@ -86,12 +102,28 @@ class UnknownModel(NotFound):
     type_slug = "unknown-model"
 
 
+class Conflict(ClientError):
+    """The request clashes with what exists (a name taken, a state that forbids it)."""
+
+    status_code = 409
+    title = "Conflict"
+    type_slug = "conflict"
+
+
 class PayloadTooLarge(ClientError):
     """The request body is larger than the configured limit."""
 
     status_code = 413
     title = "Request body too large"
     type_slug = "payload-too-large"
+
+
+class UnsupportedMediaType(ClientError):
+    """The request body is not in a format this route reads."""
+
+    status_code = 415
+    title = "Unsupported media type"
+    type_slug = "unsupported-media-type"
 
 
 class ServiceUnavailable(EnclaveError):

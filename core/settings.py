@@ -18,24 +18,40 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigurationError
+from core.settings_security import (
+    ApiKeySettings,
+    AuthSettings,
+    LimitsSettings,
+    OIDCSettings,
+    TokenQuotaSettings,
+)
 
 __all__ = [
+    "ApiKeySettings",
     "ApiSettings",
+    "AuthSettings",
     "ContextSettings",
+    "DatabaseSettings",
     "DeploymentResources",
     "GuardSettings",
     "LLMModelSettings",
     "LLMSettings",
+    "LimitsSettings",
+    "OIDCSettings",
     "PIIPattern",
     "PIISettings",
     "PathsSettings",
+    "PiiPolicy",
     "RaySettings",
+    "RetrievalSettings",
+    "SeedKnowledgeBase",
     "Settings",
     "TelemetrySettings",
+    "TokenQuotaSettings",
     "config_version",
     "load_settings",
 ]
@@ -363,6 +379,115 @@ class ContextSettings(_Section):
     )
 
 
+class DatabaseSettings(_Section):
+    """The SQL store (SQLAlchemy async): SQLite file by default, PostgreSQL in production."""
+
+    url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user:pw@db/enclave; "
+        "null: SQLite at <data_dir>/enclave.db. A secret: prefer url_file or the "
+        "ENCLAVE_DATABASE__URL variable.",
+    )
+    url_file: Path | None = Field(
+        default=None, description="File holding the URL (a mounted secret); wins over url."
+    )
+    pool_size: int = Field(default=5, ge=1, description="Connections kept open (PostgreSQL).")
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long to wait for a connection before failing."
+    )
+    migrate_on_start: bool = Field(
+        default=True,
+        description="`enclave serve` upgrades the schema before starting (embedded mode); in "
+        "a cluster a migration Job runs `enclave db upgrade` before new code rolls out.",
+    )
+
+
+PiiPolicy = Literal["keep", "redact", "reject"]
+
+
+class KnowledgeBaseSettings(_Section):
+    """Settings of one named knowledge base."""
+
+    pii_policy: PiiPolicy = Field(
+        default="redact",
+        description="What ingestion does with PII found in a document: keep it, replace each "
+        "value by its type, or reject the document.",
+    )
+
+
+class SeedKnowledgeBase(_Section):
+    """A folder of documents ingested into a knowledge base when that base does not exist."""
+
+    name: str = Field(description="Knowledge-base name.")
+    tenant: str = Field(default="default", description="Tenant that owns it.")
+    path: Path = Field(description="Folder of documents (relative to the config dir).")
+    description: str = Field(default="", description="Shown in the admin API.")
+
+
+class RetrievalSettings(_Section):
+    """Tenant knowledge bases (FAISS + MiniLM) and grounded answers."""
+
+    enabled: bool = Field(default=True, description="Retrieve documents for chat answers.")
+    encoder_store_name: str = Field(
+        default="all-minilm-l6-v2", description="Sentence encoder in the model store."
+    )
+    top_k: int = Field(default=4, ge=1, le=20, description="Chunks put into the prompt, at most.")
+    min_score: float = Field(
+        default=0.3, ge=-1, le=1, description="Cosine similarity a chunk needs to be used."
+    )
+    timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Longest wait for retrieval; past it the answer goes on without documents "
+        "and says `retrieval: degraded`.",
+    )
+    max_context_tokens: int = Field(
+        default=768, ge=64, description="Prompt tokens the retrieved chunks may take, at most."
+    )
+    documents_prompt_file: Path = Field(
+        default=Path("prompts/system/documents.txt"),
+        description="Template of the system-prompt section that lists retrieved documents "
+        "(relative to the config dir); {documents} is replaced by them.",
+    )
+    default_knowledge_base: str = Field(
+        default="handbook",
+        description="Knowledge base searched when a chat request names none.",
+    )
+    default_pii_policy: PiiPolicy = Field(
+        default="redact", description="PII policy of knowledge bases not listed below."
+    )
+    knowledge_bases: dict[str, KnowledgeBaseSettings] = Field(
+        default_factory=dict, description="Per knowledge-base name: its PII policy."
+    )
+    seed: list[SeedKnowledgeBase] = Field(
+        default_factory=list,
+        description="Knowledge bases created and ingested at start when they do not exist.",
+    )
+    ignore_pii_types: list[str] = Field(
+        default_factory=lambda: ["LOCATION"],
+        description="PII types that do not count at ingestion (office cities in a handbook are "
+        "not personal data); the rest trigger the knowledge base's policy.",
+    )
+    max_upload_bytes: int = Field(
+        default=10_000_000, ge=1024, description="Largest accepted upload, in bytes."
+    )
+    max_files_per_upload: int = Field(
+        default=32, ge=1, description="Most files accepted in one upload."
+    )
+    ef_search: int = Field(
+        default=64, ge=1, description="HNSW candidate list size at query time (recall vs speed)."
+    )
+    resources: DeploymentResources = Field(
+        default_factory=lambda: DeploymentResources(num_cpus=0.5, max_ongoing_requests=32),
+        description="Ray Serve resources of the retriever deployment.",
+    )
+
+    def pii_policy_of(self, name: str) -> PiiPolicy:
+        """The PII policy of a knowledge base by name."""
+        listed = self.knowledge_bases.get(name)
+        return listed.pii_policy if listed is not None else self.default_pii_policy
+
+
 class RaySettings(_Section):
     """The embedded Ray cluster (ignored when connecting to an existing cluster)."""
 
@@ -413,9 +538,21 @@ class Settings(BaseSettings):
     guard: GuardSettings = Field(
         default_factory=GuardSettings, description="Intent routing and injection defence."
     )
+    database: DatabaseSettings = Field(
+        default_factory=DatabaseSettings, description="The SQL store."
+    )
+    retrieval: RetrievalSettings = Field(
+        default_factory=RetrievalSettings, description="Knowledge bases and grounded answers."
+    )
     ray: RaySettings = Field(default_factory=RaySettings, description="Embedded Ray.")
     telemetry: TelemetrySettings = Field(
         default_factory=TelemetrySettings, description="Logs, metrics, traces."
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings, description="Authentication: OIDC tokens and API keys."
+    )
+    limits: LimitsSettings = Field(
+        default_factory=LimitsSettings, description="Request rate limits and token quotas."
     )
 
     @classmethod
@@ -444,7 +581,22 @@ class Settings(BaseSettings):
         guard = self.guard.model_copy(
             update={"system_prompt_file": absolute(self.guard.system_prompt_file)}
         )
-        return self.model_copy(update={"paths": paths, "guard": guard})
+        seeds = [
+            seed.model_copy(update={"path": absolute(seed.path)}) for seed in self.retrieval.seed
+        ]
+        retrieval = self.retrieval.model_copy(
+            update={
+                "seed": seeds,
+                "documents_prompt_file": absolute(self.retrieval.documents_prompt_file),
+            }
+        )
+        url_file = self.database.url_file
+        database = self.database.model_copy(
+            update={"url_file": None if url_file is None else absolute(url_file)}
+        )
+        return self.model_copy(
+            update={"paths": paths, "guard": guard, "retrieval": retrieval, "database": database}
+        )
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,8 @@ The tree (status codes are on the classes; ``api/errors.py`` maps them)::
     │   └── EmptyDocument             400  parsed, but holds no text to index
     └── InvalidQuery                  400  an empty query, or k out of range
     NotFound (core)                   404
-    └── UnknownDocument               404  no document with that id in the knowledge base
+    ├── UnknownDocument               404  no document with that id in the knowledge base
+    └── UnknownKnowledgeBase          404  the tenant has no knowledge base of that name
     ServiceUnavailable (core)         503
     └── IndexUnavailable              503  the stored index is missing or unreadable
 """
@@ -27,6 +28,7 @@ __all__ = [
     "IndexUnavailable",
     "InvalidQuery",
     "UnknownDocument",
+    "UnknownKnowledgeBase",
     "UnsupportedDocument",
 ]
 
@@ -76,6 +78,13 @@ class UnknownDocument(NotFound):
 
     title = "Unknown document"
     type_slug = "unknown-document"
+
+
+class UnknownKnowledgeBase(NotFound):
+    """The tenant has no knowledge base of that name."""
+
+    title = "Unknown knowledge base"
+    type_slug = "unknown-knowledge-base"
 
 
 class IndexUnavailable(ServiceUnavailable):

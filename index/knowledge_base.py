@@ -17,12 +17,14 @@ by one thread at a time, in small batches, so queries are not stuck behind a re-
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,7 +176,34 @@ class KnowledgeBase:
         """The best ``k`` hits scoring at least ``min_score``, best first (``Retriever``)."""
         return list(self.query(query, k, min_score).hits)
 
+    def refresh(self) -> bool:
+        """Load the live version if another process published a newer one; True if it did.
+
+        Several replicas may serve one knowledge base; only one writes at a time (a file
+        lock), and the others pick its version up here.
+        """
+        version = self._folder.current()
+        if version is None or version == self._snapshot.version:
+            return False
+        snapshot = IndexSnapshot.read(self._folder.path_of(version), version, self._hnsw)
+        self._snapshot = snapshot
+        return True
+
     # Changing -------------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[IndexSnapshot]:
+        """One writer per folder: this process's lock, then an exclusive file lock shared
+        with other processes; the newest published version is loaded before changing it."""
+        with self._write_lock:
+            self._folder.root.mkdir(parents=True, exist_ok=True)
+            with (self._folder.root / ".write-lock").open("a") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                try:
+                    self.refresh()
+                    yield self._snapshot
+                finally:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
     def add_documents(self, documents: Iterable[Document]) -> IngestReport:
         """Add documents, replacing any with the same id, and publish a new version."""
         incoming: dict[str, Document] = {}
@@ -184,8 +213,7 @@ class KnowledgeBase:
                 msg = f"Document id {document.doc_id!r} appears twice in one upload."
                 raise DocumentError(msg, source=document.source)
             incoming[document.doc_id] = document
-        with self._write_lock:
-            current = self._snapshot
+        with self._writing() as current:
             kept = {d: doc for d, doc in current.documents.items() if d not in incoming}
             return self._publish({**kept, **incoming}, current.chunking, set(incoming))
 
@@ -195,8 +223,7 @@ class KnowledgeBase:
 
     def delete_document(self, doc_id: str) -> IngestReport:
         """Remove a document and its vectors (the index is rebuilt without them)."""
-        with self._write_lock:
-            current = self._snapshot
+        with self._writing() as current:
             if doc_id not in current.documents:
                 msg = f"No document {doc_id!r} in this knowledge base."
                 raise UnknownDocument(msg, extra={"doc_id": doc_id})
@@ -205,8 +232,7 @@ class KnowledgeBase:
 
     def reindex(self, chunking: ChunkingOptions | None = None) -> IngestReport:
         """Parse, chunk and index every document again (with new chunking options if given)."""
-        with self._write_lock:
-            current = self._snapshot
+        with self._writing() as current:
             documents = dict(current.documents)
             return self._publish(documents, chunking or current.chunking, set(documents))
 

@@ -1,4 +1,4 @@
-"""The ``enclave`` command: ``models prepare|verify``, ``serve``, ``config``."""
+"""The ``enclave`` command: ``models``, ``db``, ``kb``, ``serve``, ``config``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from core.errors import ConfigurationError, ModelStoreError
 from core.settings import Settings, config_version, load_settings
 from core.telemetry import configure_logging
+from serving.kb_cli import add_db_commands, add_kb_commands
 
 __all__ = ["main"]
 
@@ -84,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "config", help="print the effective settings and config version"
     ).set_defaults(handler=_config)
+    add_db_commands(commands)
+    add_kb_commands(commands)
     return parser
 
 

@@ -1,17 +1,35 @@
-"""Adapters that give the API what it needs from Serve: LLM handles and the prompt tokenizer."""
+"""Adapters between the parts: Serve handles, the prompt tokenizer, PII finders."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.errors import EnclaveError
+from index.base import (
+    DocumentInfo,
+    IngestOutcome,
+    KnowledgeBaseInfo,
+    Passage,
+    PiiPolicy,
+    RetrievalResult,
+    UploadedFile,
+)
 from models.guard_types import GuardVerdict
 from models.llm.base import ChatMessage, EngineInfo, GenerationDelta, GenerationRequest
 from models.llm.chat_template import prompt_token_ids
-from models.pii.base import ScanResult
+from models.pii.base import PIIScanner, ScanResult
 
-__all__ = ["HandleGuardClient", "HandleLLMClient", "TemplateTokenizer"]
+__all__ = [
+    "HandleGuardClient",
+    "HandleKnowledgeService",
+    "HandleLLMClient",
+    "HandleSpanFinder",
+    "LocalSpanFinder",
+    "TemplateTokenizer",
+]
 
 
 class HandleLLMClient:
@@ -93,3 +111,139 @@ class TemplateTokenizer:
     def prompt_token_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
         """Token ids of the templated chat."""
         return prompt_token_ids(self._tokenizer, messages)
+
+
+def _unwrapped(exc: Exception) -> Exception:
+    """The error a replica raised on purpose (ours), else the Ray error itself."""
+    from ray.exceptions import RayTaskError
+
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, EnclaveError):
+        return exc.cause
+    return exc
+
+
+class HandleKnowledgeService:
+    """``index.base.KnowledgeService`` over the retriever deployment's handle.
+
+    Errors the replica raised on purpose (unknown knowledge base, bad document, ...) are
+    re-raised as themselves, so the API maps them to the right 4xx.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self._handle, method).remote(*args, **kwargs)
+        except Exception as exc:
+            cause = _unwrapped(exc)
+            if cause is exc:
+                raise
+            raise cause from None
+
+    async def create_base(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        description: str = "",
+        pii_policy: PiiPolicy | None = None,
+        actor: str = "system",
+    ) -> KnowledgeBaseInfo:
+        """Create an empty knowledge base."""
+        result: KnowledgeBaseInfo = await self._call(
+            "create_base",
+            tenant,
+            name,
+            description=description,
+            pii_policy=pii_policy,
+            actor=actor,
+        )
+        return result
+
+    async def list_bases(self, tenant: str) -> list[KnowledgeBaseInfo]:
+        """The tenant's knowledge bases."""
+        result: list[KnowledgeBaseInfo] = await self._call("list_bases", tenant)
+        return result
+
+    async def get_base(self, tenant: str, name: str) -> KnowledgeBaseInfo:
+        """One knowledge base."""
+        result: KnowledgeBaseInfo = await self._call("get_base", tenant, name)
+        return result
+
+    async def delete_base(self, tenant: str, name: str) -> None:
+        """Delete a knowledge base."""
+        await self._call("delete_base", tenant, name)
+
+    async def upload(
+        self, tenant: str, name: str, files: list[UploadedFile], *, actor: str = "system"
+    ) -> IngestOutcome:
+        """Ingest files, all or nothing."""
+        result: IngestOutcome = await self._call("upload", tenant, name, files, actor=actor)
+        return result
+
+    async def list_documents(self, tenant: str, name: str) -> list[DocumentInfo]:
+        """The documents of a knowledge base."""
+        result: list[DocumentInfo] = await self._call("list_documents", tenant, name)
+        return result
+
+    async def delete_document(self, tenant: str, name: str, doc_id: str) -> IngestOutcome:
+        """Remove a document and its vectors."""
+        result: IngestOutcome = await self._call("delete_document", tenant, name, doc_id)
+        return result
+
+    async def reindex(self, tenant: str, name: str) -> IngestOutcome:
+        """Re-index every document."""
+        result: IngestOutcome = await self._call("reindex", tenant, name)
+        return result
+
+    async def retrieve(
+        self, tenant: str, name: str, query: str, *, k: int, min_score: float
+    ) -> RetrievalResult:
+        """The best chunks for a query."""
+        result: RetrievalResult = await self._call(
+            "retrieve", tenant, name, query, k=k, min_score=min_score
+        )
+        return result
+
+    async def passage(self, tenant: str, name: str, chunk_id: str) -> Passage:
+        """One chunk's text."""
+        result: Passage = await self._call("passage", tenant, name, chunk_id)
+        return result
+
+    async def check_health(self) -> None:
+        """Raise unless the retriever answers."""
+        await self._call("check_health")
+
+
+def _spans(results: list[ScanResult], ignore: frozenset[str]) -> list[list[tuple[int, int, str]]]:
+    return [
+        [(s.start, s.end, s.entity_type) for s in result.pii if s.entity_type not in ignore]
+        for result in results
+    ]
+
+
+class LocalSpanFinder:
+    """``index.base.SpanFinder`` over an in-process PII scanner (the CLI)."""
+
+    def __init__(self, scanner: PIIScanner, ignore: Sequence[str] = ()) -> None:
+        self._scanner = scanner
+        self._ignore = frozenset(ignore)
+
+    async def find(self, texts: list[str]) -> list[list[tuple[int, int, str]]]:
+        """PII spans per text, off the event loop."""
+        results = await asyncio.to_thread(self._scanner.scan, texts)
+        return _spans(results, self._ignore)
+
+
+class HandleSpanFinder:
+    """``index.base.SpanFinder`` over the PII deployment's handle (the retriever replica)."""
+
+    def __init__(self, pii: Any, ignore: Sequence[str] = ()) -> None:
+        self._pii = pii
+        self._ignore = frozenset(ignore)
+
+    async def find(self, texts: list[str]) -> list[list[tuple[int, int, str]]]:
+        """PII spans per text."""
+        results: list[ScanResult] = await self._pii.scan.remote(texts)
+        return _spans(results, self._ignore)

@@ -11,14 +11,16 @@ from typing import Any
 
 from ray import serve
 
+from core.db import Database, check_schema
 from core.settings import DeploymentResources, LLMModelSettings, Settings, config_version
 from core.telemetry import configure_logging
+from index.service import KnowledgeBaseService
 from models.guard_types import GuardVerdict
 from models.llm import EngineInfo, GenerationDelta, GenerationRequest, build_engine
 from models.pii.base import ScanResult
 from models.store import ModelStore
 
-__all__ = ["APIIngress", "GuardServer", "LLMServer", "PIIServer"]
+__all__ = ["APIIngress", "GuardServer", "LLMServer", "PIIServer", "RetrieverServer"]
 
 _log = logging.getLogger("enclave.serving")
 
@@ -121,11 +123,50 @@ class GuardServer:
         """Serve's periodic health check."""
 
 
+class RetrieverServer(KnowledgeBaseService):
+    """Tenant knowledge bases: MiniLM + FAISS, the SQL catalogue, ingestion with PII checks.
+
+    Every public method of ``KnowledgeBaseService`` is a deployment method. At start the
+    replica ingests the seed knowledge bases that do not exist yet (``retrieval.seed``).
+    """
+
+    async def __init__(self, settings: Settings, pii: Any) -> None:  # type: ignore[misc]
+        configure_logging(settings.telemetry)
+        from models.encoder import SentenceEncoder
+        from serving.clients import HandleSpanFinder
+
+        retrieval = settings.retrieval
+        store = ModelStore(settings.paths.model_store)
+        name = retrieval.encoder_store_name
+        entry = store.verify([name])[name]
+        encoder = SentenceEncoder(entry.folder(store.root), threads=1)
+        encoder.load()
+        db = Database.from_settings(settings)
+        async with db.reading() as connection:
+            await check_schema(connection)
+        super().__init__(
+            db,
+            encoder,
+            encoder_id=f"{name}@{entry.version}",
+            root=settings.paths.data_dir / "knowledge",
+            settings=retrieval,
+            finder=HandleSpanFinder(pii, retrieval.ignore_pii_types),
+        )
+        seeded = await self.seed(retrieval.seed)
+        _log.info("retriever ready", extra={"seeded": seeded})
+
+
 class APIIngress:
     """The Litestar API, built inside the replica (a Litestar app does not pickle)."""
 
-    def __init__(
-        self, settings: Settings, primary: Any, fallback: Any | None, pii: Any, guard: Any
+    def __init__(  # noqa: PLR0917 - Serve's bind() passes the handles positionally
+        self,
+        settings: Settings,
+        primary: Any,
+        fallback: Any | None,
+        pii: Any,
+        guard: Any,
+        retriever: Any | None,
     ) -> None:
         configure_logging(settings.telemetry)
         self._settings = settings
@@ -133,12 +174,18 @@ class APIIngress:
         self._fallback = fallback
         self._pii = pii
         self._guard = guard
+        self._retriever = retriever
 
     async def __serve_build_asgi_app__(self) -> Any:
         from api.app import create_app
         from api.services import Services
         from models.pii.pattern_scanner import PatternScanner
-        from serving.clients import HandleGuardClient, HandleLLMClient, TemplateTokenizer
+        from serving.clients import (
+            HandleGuardClient,
+            HandleKnowledgeService,
+            HandleLLMClient,
+            TemplateTokenizer,
+        )
         from serving.runtime_env import ensure_canary_token
 
         settings = self._settings
@@ -160,6 +207,10 @@ class APIIngress:
             output_scanner=PatternScanner(settings.pii),
             system_prompt=settings.guard.system_prompt_file.read_text(encoding="utf-8"),
             canary_token=ensure_canary_token(settings.paths.data_dir),
+            documents_prompt=settings.retrieval.documents_prompt_file.read_text(encoding="utf-8"),
+            knowledge=(
+                HandleKnowledgeService(self._retriever) if self._retriever is not None else None
+            ),
         )
         return create_app(services, echo_request_id_header=False)
 

@@ -53,6 +53,10 @@ class EmbeddedStack:
         if settings.llm.fallback is not None:
             names.append(settings.llm.fallback.store_name)
         ModelStore(settings.paths.model_store).verify(names)
+        if settings.database.migrate_on_start:
+            from core.db import database_url, upgrade
+
+            upgrade(database_url(settings))
 
         data_dir = settings.paths.data_dir
         for folder in (settings.paths.ray_dir, settings.paths.cache_dir):

@@ -7,6 +7,8 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from index.base import RetrievalResult, Source
+from index.errors import UnknownKnowledgeBase
 from models.guard_types import GuardVerdict
 from models.llm.base import ChatMessage, EngineInfo, GenerationDelta, GenerationRequest
 from models.pii.base import Entity, PIISpan, ScanResult
@@ -131,3 +133,33 @@ class KeywordGuard:
     async def check_health(self) -> None:
         if not self.healthy:
             raise RuntimeError("guard down")
+
+
+@dataclass
+class FakeKnowledge:
+    """Stands in for the retriever: fixed sources per query word; can fail or stall."""
+
+    sources: tuple[Source, ...] = (
+        Source("handbook", "it-vpn", "VPN", "it-vpn#0-aaaa", 0.81, ("Hotels",), "Use profile B."),
+        Source("handbook", "it-wifi", "Wi-Fi", "it-wifi#1-bbbb", 0.52, (), "Guest SSID: NW."),
+    )
+    fail: bool = False
+    delay_s: float = 0.0
+    queries: list[tuple[str, str, str]] = field(default_factory=list)
+
+    async def retrieve(
+        self, tenant: str, name: str, query: str, *, k: int, min_score: float
+    ) -> RetrievalResult:
+        self.queries.append((tenant, name, query))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("index unreadable")
+        if name != "handbook":
+            raise UnknownKnowledgeBase(f"No knowledge base named {name!r}.")
+        hits = tuple(s for s in self.sources if s.score >= min_score)[:k]
+        return RetrievalResult("v000001-00000000", hits)
+
+    async def check_health(self) -> None:
+        if self.fail:
+            raise RuntimeError("index unreadable")

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from api.routes.chat import ChatController
 from api.routes.health import healthz, info, readyz
+from api.routes.knowledge import KnowledgeBaseController
 from api.routes.models import list_models
 
-__all__ = ["ChatController", "healthz", "info", "list_models", "readyz"]
+__all__ = [
+    "ChatController",
+    "KnowledgeBaseController",
+    "healthz",
+    "info",
+    "list_models",
+    "readyz",
+]

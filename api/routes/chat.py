@@ -41,6 +41,7 @@ def _lineage_headers(run: ChatRun, config_version: str) -> dict[str, str]:
         "X-Enclave-Config-Version": config_version,
         "X-Enclave-Decision": run.decision,
         "X-Enclave-Context-Dropped": str(run.fit.dropped_messages if run.fit else 0),
+        "X-Enclave-Retrieval": run.grounding.status,
     }
     if run.fallback_used:
         headers["X-Enclave-Fallback"] = run.fallback_reason or "primary-failed"

@@ -36,6 +36,8 @@ async def readyz(services: Services) -> Response[dict[str, Any]]:
     if services.fallback is not None:
         probes.append(("llm_fallback", services.fallback.check_health))
     probes.append(("guards", services.guard.check_health))
+    if services.knowledge is not None:
+        probes.append(("retriever", services.knowledge.check_health))
     results = dict(await asyncio.gather(*(_check(n, p, timeout) for n, p in probes)))
     ready = all(v == "ok" for v in results.values())
     return Response(

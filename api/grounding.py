@@ -1,0 +1,132 @@
+"""Retrieval for a chat: find the tenant's documents, fit them into the prompt, cite them.
+
+Retrieval never fails a chat: an error or a timeout (``retrieval.timeout_s``) means the
+answer goes on without documents and the response says ``retrieval: degraded``. Only a
+knowledge base the client named that does not exist is the client's error (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from api.context import PromptTokenizer
+from core.errors import ClientError
+from core.settings import RetrievalSettings
+from index.base import KnowledgeService, Source
+from models.llm.base import ChatMessage
+
+__all__ = ["Grounding", "RetrievalStage", "documents_block"]
+
+_log = logging.getLogger("enclave.retrieval")
+
+RetrievalStatus = Literal["ok", "empty", "degraded", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Grounding:
+    """What retrieval gave one chat: the sources used in the prompt, or why there are none."""
+
+    status: RetrievalStatus
+    knowledge_base: str | None = None
+    version: str | None = None
+    sources: tuple[Source, ...] = ()
+    reason: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def lineage(self) -> dict[str, Any]:
+        """Identifiers and scores only (the passage text stays out of the lineage)."""
+        return {
+            "status": self.status,
+            "knowledge_base": self.knowledge_base,
+            "index_version": self.version,
+            "reason": self.reason,
+            "chunk_ids": [s.chunk_id for s in self.sources],
+        }
+
+    def citations(self) -> list[dict[str, Any]]:
+        """The sources as the response shows them: ``[n]`` in the answer is ``number`` n."""
+        return [
+            {
+                "number": number,
+                "knowledge_base": s.knowledge_base,
+                "document_id": s.doc_id,
+                "title": s.title,
+                "chunk_id": s.chunk_id,
+                "score": s.score,
+                "heading_path": list(s.heading_path),
+            }
+            for number, s in enumerate(self.sources, start=1)
+        ]
+
+
+def documents_block(template: str, sources: tuple[Source, ...]) -> str:
+    """The system-prompt section that lists the sources with their citation numbers."""
+    entries = []
+    for number, source in enumerate(sources, start=1):
+        heading = " > ".join(source.heading_path)
+        label = f"{source.title} — {heading}" if heading else source.title
+        entries.append(f"[{number}] {label}\n{source.text}")
+    return template.replace("{documents}", "\n\n".join(entries))
+
+
+class RetrievalStage:
+    """Runs retrieval for a chat and trims what it found to the prompt budget."""
+
+    def __init__(
+        self,
+        knowledge: KnowledgeService | None,
+        settings: RetrievalSettings,
+        tokenizer: PromptTokenizer,
+    ) -> None:
+        self._knowledge = knowledge
+        self._settings = settings
+        self._tokenizer = tokenizer
+
+    async def run(self, tenant: str, requested: str | None, query: str) -> Grounding:
+        """Retrieve for ``query`` from the named (or the default) knowledge base."""
+        settings = self._settings
+        name = requested or settings.default_knowledge_base
+        if self._knowledge is None or not settings.enabled:
+            return Grounding("skipped", reason="retrieval is turned off")
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(
+                self._knowledge.retrieve(
+                    tenant, name, query, k=settings.top_k, min_score=settings.min_score
+                ),
+                timeout=settings.timeout_s,
+            )
+        except TimeoutError:
+            return self._degraded(name, f"no answer within {settings.timeout_s:g}s", started)
+        except ClientError:
+            if requested is not None:
+                raise  # the client named a knowledge base that is not theirs or not there
+            return Grounding("skipped", name, reason="no default knowledge base")
+        except Exception as exc:
+            return self._degraded(name, type(exc).__name__, started)
+        elapsed = round((time.perf_counter() - started) * 1000, 2)
+        sources = self._within_budget(result.sources)
+        status: RetrievalStatus = "ok" if sources else "empty"
+        return Grounding(
+            status, name, result.version, sources, timings_ms={"retrieval_ms": elapsed}
+        )
+
+    def _degraded(self, name: str, reason: str, started: float) -> Grounding:
+        _log.warning("retrieval degraded", extra={"knowledge_base": name, "reason": reason})
+        elapsed = round((time.perf_counter() - started) * 1000, 2)
+        return Grounding("degraded", name, reason=reason, timings_ms={"retrieval_ms": elapsed})
+
+    def _within_budget(self, sources: tuple[Source, ...]) -> tuple[Source, ...]:
+        budget = self._settings.max_context_tokens
+        kept: list[Source] = []
+        for source in sources:
+            cost = len(self._tokenizer.prompt_token_ids([ChatMessage("system", source.text)]))
+            if cost > budget:
+                break
+            budget -= cost
+            kept.append(source)
+        return tuple(kept)
