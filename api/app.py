@@ -5,15 +5,29 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
+from api.access import Gatekeeper, principal_of, rate_limit_headers
 from api.errors import exception_handlers
+from api.openapi_docs import document_problem_responses
 from api.pipeline import ChatPipeline
 from api.request_ids import echo_request_id
-from api.routes import ChatController, KnowledgeBaseController, healthz, info, list_models, readyz
+from api.routes import (
+    ApiKeyController,
+    ChatController,
+    KnowledgeBaseController,
+    healthz,
+    info,
+    list_models,
+    me,
+    my_usage,
+    readyz,
+)
+from api.security import Principal
+from api.security.headers import cors_config, security_headers
 from api.services import Services
 
 __all__ = ["create_app"]
@@ -32,23 +46,36 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
     def _const(value: Any) -> Provide:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
-    return Litestar(
+    def _principal(request: Request[Any, Any, Any]) -> Principal:
+        return principal_of(request.scope)
+
+    security = services.security
+    hooks = [security_headers, rate_limit_headers]
+    if echo_request_id_header:
+        hooks.insert(0, echo_request_id)
+    app = Litestar(
         route_handlers=[
             ChatController,
             KnowledgeBaseController,
+            ApiKeyController,
             list_models,
             healthz,
             readyz,
             info,
+            me,
+            my_usage,
         ],
+        guards=[Gatekeeper(security.authenticator, security.rate_limiter)],
+        cors_config=cors_config(settings.api.cors_origins),
         dependencies={
+            "principal": Provide(_principal, sync_to_thread=False),
             "services": _const(services),
             "pipeline": _const(pipeline),
             "api_settings": _const(settings.api),
             "config_version": _const(services.config_version),
             "started_at": _const(started_at),
         },
-        before_send=[echo_request_id] if echo_request_id_header else [],
+        before_send=hooks,
         exception_handlers=exception_handlers,
         request_max_body_size=settings.api.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -61,3 +88,5 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
         ),
         debug=False,
     )
+    document_problem_responses(app)
+    return app

@@ -10,7 +10,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from api.request_ids import request_id_of
-from core.errors import EnclaveError, ServiceUnavailable
+from core.errors import EnclaveError
 
 __all__ = ["PROBLEM_JSON", "exception_handlers", "problem_body"]
 
@@ -56,9 +56,7 @@ def _respond(body: dict[str, Any], headers: dict[str, str]) -> Response[Any]:
 
 
 def _enclave_error(request: Request[Any, Any, Any], exc: EnclaveError) -> Response[Any]:
-    headers: dict[str, str] = {}
-    if isinstance(exc, ServiceUnavailable):
-        headers["Retry-After"] = str(exc.retry_after)
+    headers = exc.http_headers()
     if exc.status_code >= 500:
         _log.warning("request failed: %s", exc.title, extra={"error_type": type(exc).__name__})
     body = problem_body(

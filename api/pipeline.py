@@ -18,10 +18,7 @@ from api.validation import ValidatedChat
 from core.errors import ContextTooLong, GenerationFailed, UnknownModel
 from models.llm.base import ChatMessage, GenerationDelta, GenerationRequest
 
-__all__ = ["DEFAULT_TENANT", "ChatPipeline", "ChatRun"]
-
-# Until authentication assigns tenants, every request belongs to this one.
-DEFAULT_TENANT = "default"
+__all__ = ["ChatPipeline", "ChatRun"]
 _NOT_RETRIEVED = Grounding("skipped", reason="not an answer from documents")
 
 _log = logging.getLogger("enclave.pipeline")
@@ -100,9 +97,7 @@ class ChatPipeline:
         """Model ids clients may request."""
         return [self._served]
 
-    async def prepare(
-        self, chat: ValidatedChat, request_id: str, tenant: str = DEFAULT_TENANT
-    ) -> ChatRun:
+    async def prepare(self, chat: ValidatedChat, request_id: str, tenant: str) -> ChatRun:
         """Check the model, run the guards, retrieve, assemble and fit the prompt.
 
         Client errors raise; retrieval problems only degrade the answer.

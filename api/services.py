@@ -8,13 +8,14 @@ from typing import Protocol
 
 from api.context import PromptTokenizer
 from api.reply_filter import OutputScanner
+from api.security import ApiKeyRecord, ApiKeyStore, Authenticator, QuotaLedger, RateLimiter
 from core.settings import Settings
 from index.base import KnowledgeService
 from models.guard_types import GuardVerdict
 from models.llm.base import EngineInfo, GenerationDelta, GenerationRequest
 from models.pii.base import ScanResult
 
-__all__ = ["GuardClient", "LLMClient", "Services"]
+__all__ = ["ApiKeyAdmin", "GuardClient", "LLMClient", "Security", "Services"]
 
 
 class GuardClient(Protocol):
@@ -46,6 +47,27 @@ class LLMClient(Protocol):
         """Requests being generated right now."""
 
 
+class ApiKeyAdmin(ApiKeyStore, Protocol):
+    """The key store, as the admin routes use it."""
+
+    async def add(self, record: ApiKeyRecord, *, created_by: str = "system") -> None:
+        """Store a new record."""
+
+    async def list_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]:
+        """Every key (of one tenant, if given), newest first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """Who the caller is, what they may do, and how much: the pieces the guard composes."""
+
+    authenticator: Authenticator
+    rate_limiter: RateLimiter
+    quotas: QuotaLedger
+    api_keys: ApiKeyAdmin
+    api_key_pepper: bytes | None
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """Everything ``create_app`` composes."""
@@ -60,4 +82,5 @@ class Services:
     system_prompt: str
     canary_token: str
     documents_prompt: str
+    security: Security
     knowledge: KnowledgeService | None = None

@@ -52,6 +52,10 @@ class EnclaveError(Exception):
         self.detail = detail
         self.extra: dict[str, Any] = extra or {}
 
+    def http_headers(self) -> dict[str, str]:
+        """Headers the HTTP response carries for this error (none by default)."""
+        return {}
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Errors cross Ray handles pickled. The default pickling calls ``cls(*args)``, which
         # fails for subclasses with keyword-only arguments; rebuild from the state instead.
@@ -138,6 +142,10 @@ class ServiceUnavailable(EnclaveError):
     ) -> None:
         super().__init__(detail, extra=extra)
         self.retry_after = retry_after
+
+    def http_headers(self) -> dict[str, str]:
+        """``Retry-After`` in whole seconds."""
+        return {"Retry-After": str(self.retry_after)}
 
 
 class GenerationFailed(ServiceUnavailable):

@@ -33,6 +33,7 @@ from core.settings_security import (
 __all__ = [
     "ApiKeySettings",
     "ApiSettings",
+    "AuditSettings",
     "AuthSettings",
     "ContextSettings",
     "DatabaseSettings",
@@ -114,6 +115,11 @@ class ApiSettings(_Section):
     )
     readiness_timeout_s: float = Field(
         default=2.0, gt=0, description="How long /readyz waits for each deployment to answer."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API from other pages (CORS); empty: "
+        "none (the portal is served by the API itself, so it needs none).",
     )
     num_replicas: int = Field(default=1, ge=1, description="Replicas of the API ingress.")
     num_cpus: float = Field(default=0.5, ge=0, description="Ray CPUs reserved per API replica.")
@@ -402,6 +408,45 @@ class DatabaseSettings(_Section):
     )
 
 
+class AuditSettings(_Section):
+    """The tamper-evident audit log: its Ed25519 signing key and how it is read back."""
+
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM PKCS#8 or 32 raw bytes; a mounted secret in a "
+        "cluster); null: <data_dir>/secrets/audit-signing-key.",
+    )
+    generate_signing_key: bool = Field(
+        default=True,
+        description="Create the key file (mode 600) on first use when it does not exist "
+        "(embedded mode); false in a cluster, so that a missing secret stops start-up instead "
+        "of each replica signing with a key of its own.",
+    )
+    trusted_public_keys: list[str] = Field(
+        default_factory=list,
+        description="Base64 raw Ed25519 public keys of earlier signing keys: records they "
+        "signed still verify after a key rotation.",
+    )
+    lock_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="PostgreSQL: longest wait for the chain head lock before an append fails "
+        "with 503 (SQLite waits for its busy timeout).",
+    )
+    verify_batch_size: int = Field(
+        default=1000, ge=1, description="Records read per query while verifying the chain."
+    )
+    export_batch_size: int = Field(
+        default=1000, ge=1, description="Records read per query while exporting."
+    )
+
+    def signing_key_path(self, data_dir: Path) -> Path:
+        """The signing key file: the configured one, else the default in the data dir."""
+        if self.signing_key_file is not None:
+            return self.signing_key_file
+        return data_dir / "secrets" / "audit-signing-key"
+
+
 PiiPolicy = Literal["keep", "redact", "reject"]
 
 
@@ -540,6 +585,9 @@ class Settings(BaseSettings):
     )
     database: DatabaseSettings = Field(
         default_factory=DatabaseSettings, description="The SQL store."
+    )
+    audit: AuditSettings = Field(
+        default_factory=AuditSettings, description="The tamper-evident audit log."
     )
     retrieval: RetrievalSettings = Field(
         default_factory=RetrievalSettings, description="Knowledge bases and grounded answers."

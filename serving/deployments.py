@@ -187,6 +187,7 @@ class APIIngress:
             TemplateTokenizer,
         )
         from serving.runtime_env import ensure_canary_token
+        from serving.security import build_security
 
         settings = self._settings
         store = ModelStore(settings.paths.model_store)
@@ -197,6 +198,9 @@ class APIIngress:
             if self._fallback is not None
             else None
         )
+        db = Database.from_settings(settings)
+        async with db.reading() as connection:
+            await check_schema(connection)
         services = Services(
             settings=settings,
             config_version=config_version(settings),
@@ -208,6 +212,7 @@ class APIIngress:
             system_prompt=settings.guard.system_prompt_file.read_text(encoding="utf-8"),
             canary_token=ensure_canary_token(settings.paths.data_dir),
             documents_prompt=settings.retrieval.documents_prompt_file.read_text(encoding="utf-8"),
+            security=build_security(settings, db),
             knowledge=(
                 HandleKnowledgeService(self._retriever) if self._retriever is not None else None
             ),

@@ -38,6 +38,7 @@ class EmbeddedStack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._started = False
+        self.bootstrap_key: str | None = None
 
     @property
     def urls(self) -> StackUrls:
@@ -57,6 +58,7 @@ class EmbeddedStack:
             from core.db import database_url, upgrade
 
             upgrade(database_url(settings))
+        self.bootstrap_key = _bootstrap_key(settings)
 
         data_dir = settings.paths.data_dir
         for folder in (settings.paths.ray_dir, settings.paths.cache_dir):
@@ -118,6 +120,23 @@ class EmbeddedStack:
             self._started = False
 
 
+def _bootstrap_key(settings: Settings) -> str | None:
+    """A first platform-admin key if the store has no usable one (to be printed once)."""
+    import asyncio
+
+    from core.db import Database
+    from serving.security import ensure_platform_admin_key
+
+    async def issue() -> str | None:
+        db = Database.from_settings(settings)
+        try:
+            return await ensure_platform_admin_key(settings, db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(issue())
+
+
 def run_foreground(settings: Settings) -> int:
     """``enclave serve``: start, print where to connect, run until Ctrl-C or SIGTERM."""
     configure_logging(settings.telemetry)
@@ -141,12 +160,21 @@ def run_foreground(settings: Settings) -> int:
                 f"  API base URL (OpenAI-compatible): {urls.api_base}\n"
                 f"  Readiness:                        {urls.health}\n"
                 f"  Config version:                   {config_version(settings)}\n"
-                "  Try: OPENAI_BASE_URL=" + urls.api_base + " OPENAI_API_KEY=unused "
+                "  Try: OPENAI_BASE_URL=" + urls.api_base + " OPENAI_API_KEY=<a staff key> "
                 "python -m openai api chat.completions.create "
                 f"-m {settings.llm.primary.served_name} -g user 'Hello'\n"
                 "Press Ctrl-C to stop.",
                 flush=True,
             )
+            if stack.bootstrap_key is not None:
+                # Printed once, never logged: the only copy is the operator's.
+                print(
+                    "\nFirst start: a platform-admin API key was created. It is shown this once;"
+                    " store it now\n(it creates keys for staff and admins: POST /v1/admin/api-keys)"
+                    f":\n  {stack.bootstrap_key}\n",
+                    flush=True,
+                )
+                stack.bootstrap_key = None
         while not stop.wait(1.0):
             pass
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 from core.settings import Settings
 
 __all__ = [
+    "api_key_pepper",
     "ensure_canary_token",
     "ensure_ray_auth_token",
     "offline_environment",
@@ -80,3 +81,13 @@ def ensure_canary_token(data_dir: Path) -> str:
     """This deployment's system-prompt canary token (created once, mode 600)."""
     path = _secret_file(data_dir / "secrets" / "system-canary", f"NWC-{secrets.token_hex(8)}")
     return path.read_text(encoding="utf-8").strip()
+
+
+def api_key_pepper(settings: Settings) -> bytes:
+    """The API-key hashing pepper: ``auth.api_keys.pepper_file`` (a mounted Secret), or a
+    random one created in the data dir on first use (embedded mode, mode 600)."""
+    configured = settings.auth.api_keys.pepper_file
+    path = configured or _secret_file(
+        settings.paths.data_dir / "secrets" / "api-key-pepper", secrets.token_hex(32)
+    )
+    return path.read_bytes().strip()

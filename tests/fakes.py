@@ -5,9 +5,32 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
-from index.base import RetrievalResult, Source
+from litestar.stores.memory import MemoryStore
+from prometheus_client import CollectorRegistry
+
+from api.security import (
+    Authenticator,
+    MemoryApiKeyStore,
+    MemoryQuotaLedger,
+    RateLimiter,
+    Role,
+    issue_api_key,
+)
+from api.services import Security
+from core.settings import Settings
+from index.base import (
+    DocumentInfo,
+    IngestOutcome,
+    KnowledgeBaseInfo,
+    Passage,
+    PiiPolicy,
+    RetrievalResult,
+    Source,
+    UploadedFile,
+)
 from index.errors import UnknownKnowledgeBase
 from models.guard_types import GuardVerdict
 from models.llm.base import ChatMessage, EngineInfo, GenerationDelta, GenerationRequest
@@ -155,11 +178,121 @@ class FakeKnowledge:
             await asyncio.sleep(self.delay_s)
         if self.fail:
             raise RuntimeError("index unreadable")
-        if name != "handbook":
-            raise UnknownKnowledgeBase(f"No knowledge base named {name!r}.")
+        self._known(tenant, name)
         hits = tuple(s for s in self.sources if s.score >= min_score)[:k]
         return RetrievalResult("v000001-00000000", hits)
+
+    # The admin side: one knowledge base, "handbook", in tenant "default". ------------------
+    @staticmethod
+    def _known(tenant: str, name: str) -> None:
+        if (tenant, name) != ("default", "handbook"):
+            raise UnknownKnowledgeBase(f"No knowledge base named {name!r}.")
+
+    def _info(self) -> KnowledgeBaseInfo:
+        now = "2026-11-27T00:00:00Z"
+        return KnowledgeBaseInfo(
+            "handbook", "default", "", "keep", "v000001-00000000", 2, 0, 2, "seed", now, now
+        )
+
+    async def create_base(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        description: str = "",
+        pii_policy: PiiPolicy | None = None,
+        actor: str = "system",
+    ) -> KnowledgeBaseInfo:
+        return replace(self._info(), name=name, tenant=tenant, version=None)
+
+    async def list_bases(self, tenant: str) -> list[KnowledgeBaseInfo]:
+        return [self._info()] if tenant == "default" else []
+
+    async def get_base(self, tenant: str, name: str) -> KnowledgeBaseInfo:
+        self._known(tenant, name)
+        return self._info()
+
+    async def delete_base(self, tenant: str, name: str) -> None:
+        self._known(tenant, name)
+
+    async def upload(
+        self, tenant: str, name: str, files: list[UploadedFile], *, actor: str = "system"
+    ) -> IngestOutcome:
+        self._known(tenant, name)
+        return IngestOutcome("v000002-00000000", (), len(files), len(files), 0, 0.0)
+
+    async def list_documents(self, tenant: str, name: str) -> list[DocumentInfo]:
+        self._known(tenant, name)
+        return []
+
+    async def delete_document(self, tenant: str, name: str, doc_id: str) -> IngestOutcome:
+        self._known(tenant, name)
+        return IngestOutcome("v000003-00000000", (), 1, 0, 1, 0.0)
+
+    async def reindex(self, tenant: str, name: str) -> IngestOutcome:
+        self._known(tenant, name)
+        return IngestOutcome("v000004-00000000", (), 2, 0, 2, 0.0)
+
+    async def passage(self, tenant: str, name: str, chunk_id: str) -> Passage:
+        self._known(tenant, name)
+        for s in self.sources:
+            if s.chunk_id == chunk_id:
+                return Passage(name, s.doc_id, s.title, s.chunk_id, s.heading_path, 0, 1, s.text)
+        raise UnknownKnowledgeBase(f"No passage {chunk_id!r}.")
 
     async def check_health(self) -> None:
         if self.fail:
             raise RuntimeError("index unreadable")
+
+
+@dataclass
+class TestKeys:
+    """A memory key store with one API key per role (tenant ``default``) and a foreign
+    tenant's staff and admin (tenant ``globex``), plus a revoked and an expired key."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    store: MemoryApiKeyStore
+    plaintext: dict[str, str]
+
+    @classmethod
+    async def issue(cls) -> TestKeys:
+        store = MemoryApiKeyStore()
+        plaintext: dict[str, str] = {}
+        wanted: list[tuple[str, str, tuple[Role, ...]]] = [
+            ("staff", "default", ("staff",)),
+            ("tenant_admin", "default", ("tenant_admin",)),
+            ("auditor", "default", ("auditor",)),
+            ("platform_admin", "default", ("platform_admin",)),
+            ("foreign_staff", "globex", ("staff",)),
+            ("foreign_admin", "globex", ("tenant_admin",)),
+            ("revoked", "default", ("staff",)),
+            ("expired", "default", ("staff",)),
+        ]
+        now = datetime.now(UTC)
+        for name, tenant, roles in wanted:
+            issued = issue_api_key(
+                tenant=tenant, roles=roles, name=name, now=now - timedelta(days=2)
+            )
+            record = issued.record
+            if name == "expired":
+                record = replace(record, expires_at=now - timedelta(days=1))
+            await store.add(record)
+            plaintext[name] = issued.plaintext
+        await store.revoke(plaintext["revoked"][4:20], now)
+        return cls(store, plaintext)
+
+    def header(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.plaintext[who]}"}
+
+    def security(self, settings: Settings) -> Security:
+        limits = settings.limits
+        return Security(
+            authenticator=Authenticator(oidc=None, api_keys=self.store),
+            rate_limiter=RateLimiter.from_settings(limits, MemoryStore()),
+            quotas=MemoryQuotaLedger(
+                alarm_levels=limits.alarm_levels, registry=CollectorRegistry()
+            ),
+            api_keys=self.store,
+            api_key_pepper=None,
+        )

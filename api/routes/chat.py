@@ -24,10 +24,11 @@ from api.openai_types import (
 )
 from api.pipeline import ChatPipeline, ChatRun
 from api.request_ids import request_id_of
+from api.security import Principal, QuotaLedger, Reservation, quota_scopes
+from api.services import Services
 from api.sse import DONE_FRAME, encode_frame
 from api.validation import ValidatedChat, validate_chat_request
 from core.errors import EnclaveError
-from core.settings import ApiSettings
 from models.llm.base import GenerationDelta
 
 __all__ = ["ChatController"]
@@ -67,20 +68,32 @@ class ChatController(Controller):
         request: Request[Any, Any, Any],
         data: ChatCompletionRequest,
         pipeline: ChatPipeline,
-        api_settings: ApiSettings,
-        config_version: str,
+        principal: Principal,
+        services: Services,
     ) -> Response[Any]:
         """Answer a chat, as JSON or (``stream: true``) as server-sent events."""
         request_id = request_id_of(request.scope)
-        chat = validate_chat_request(data, api_settings)
-        run = await pipeline.prepare(chat, request_id)
+        config_version = services.config_version
+        chat = validate_chat_request(data, services.settings.api)
+        run = await pipeline.prepare(chat, request_id, principal.tenant)
         lineage = _Lineage(pipeline, run, config_version)
+        quota_headers: dict[str, str] = {}
         if run.fit is None:
             deltas = _canned(pipeline.canned_reply(run))
         else:
-            deltas = pipeline.stream(chat, run)
+            # Hold the most this answer can cost before generating; settle with the real use.
+            scopes = quota_scopes(principal, services.settings.limits)
+            ledger = services.security.quotas
+            reservation = None
+            if scopes:
+                tokens = len(run.fit.prompt_token_ids) + run.fit.max_tokens
+                reservation = await ledger.reserve(scopes, tokens)
+                quota_headers = _quota_headers(reservation)
+            deltas = _metered(pipeline.stream(chat, run), ledger, reservation)
         if chat.stream:
-            return await _streamed(chat, run, deltas, lineage)
+            response = await _streamed(chat, run, deltas, lineage)
+            response.headers.update(quota_headers)
+            return response
         collect = asyncio.ensure_future(_collect(deltas))
         disconnect = asyncio.ensure_future(_until_disconnect(request))
         done, _ = await asyncio.wait({collect, disconnect}, return_when=asyncio.FIRST_COMPLETED)
@@ -104,7 +117,37 @@ class ChatController(Controller):
             usage=_usage(last),
             enclave=lineage.document(),
         )
-        return Response(content=completion, headers=_lineage_headers(run, config_version))
+        headers = {**_lineage_headers(run, config_version), **quota_headers}
+        return Response(content=completion, headers=headers)
+
+
+def _quota_headers(reservation: Reservation) -> dict[str, str]:
+    """The tightest quota after this request's reservation: what is left and when it resets."""
+    tightest = min(reservation.balances, key=lambda b: b.remaining)
+    return {
+        "X-Quota-Remaining-Tokens": str(tightest.remaining),
+        "X-Quota-Scope": tightest.scope.kind,
+        "X-Quota-Resets-At": tightest.resets_at.isoformat(),
+    }
+
+
+async def _metered(
+    deltas: AsyncGenerator[GenerationDelta, None],
+    ledger: QuotaLedger,
+    reservation: Reservation | None,
+) -> AsyncGenerator[GenerationDelta, None]:
+    """Pass the answer through; when it ends (done, failed or cancelled) settle the quota
+    with the tokens really used (prompt + completion, 0 if nothing was generated)."""
+    last: GenerationDelta | None = None
+    try:
+        async for delta in deltas:
+            last = delta
+            yield delta
+    finally:
+        await deltas.aclose()
+        if reservation is not None and not reservation.settled:
+            used = 0 if last is None else last.prompt_tokens + last.completion_tokens
+            await ledger.settle(reservation, used)
 
 
 class _Lineage:

@@ -10,7 +10,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
 
-from api.pipeline import DEFAULT_TENANT
+from api.security import Principal
 from api.services import Services
 from core.errors import ServiceUnavailable, UnsupportedMediaType
 from index.base import KnowledgeService, PiiPolicy, UploadedFile
@@ -44,32 +44,34 @@ class KnowledgeBaseController(Controller):
     tags = ["knowledge bases"]  # noqa: RUF012 - Litestar reads this class attribute
 
     @get("/", summary="List the tenant's knowledge bases")
-    async def list_bases(self, services: Services) -> dict[str, Any]:
+    async def list_bases(self, services: Services, principal: Principal) -> dict[str, Any]:
         """Every knowledge base of the caller's tenant, with document and chunk counts."""
-        bases = await _service(services).list_bases(DEFAULT_TENANT)
+        bases = await _service(services).list_bases(principal.tenant)
         return {"data": [asdict(b) for b in bases]}
 
     @post("/", status_code=201, summary="Create a knowledge base")
-    async def create_base(self, data: KnowledgeBaseCreate, services: Services) -> dict[str, Any]:
+    async def create_base(
+        self, data: KnowledgeBaseCreate, services: Services, principal: Principal
+    ) -> dict[str, Any]:
         """An empty knowledge base; its PII policy defaults to the settings'."""
         base = await _service(services).create_base(
-            DEFAULT_TENANT,
+            principal.tenant,
             data.name,
             description=data.description,
             pii_policy=data.pii_policy,
-            actor="api",
+            actor=principal.subject,
         )
         return asdict(base)
 
     @get("/{name:str}", summary="Show a knowledge base")
-    async def get_base(self, name: str, services: Services) -> dict[str, Any]:
+    async def get_base(self, name: str, services: Services, principal: Principal) -> dict[str, Any]:
         """One knowledge base with its counts and live index version."""
-        return asdict(await _service(services).get_base(DEFAULT_TENANT, name))
+        return asdict(await _service(services).get_base(principal.tenant, name))
 
     @delete("/{name:str}", status_code=204, summary="Delete a knowledge base")
-    async def delete_base(self, name: str, services: Services) -> None:
+    async def delete_base(self, name: str, services: Services, principal: Principal) -> None:
         """The knowledge base, its documents, chunks and index files."""
-        await _service(services).delete_base(DEFAULT_TENANT, name)
+        await _service(services).delete_base(principal.tenant, name)
 
     @post(
         "/{name:str}/documents",
@@ -78,7 +80,7 @@ class KnowledgeBaseController(Controller):
         request_max_body_size=_UPLOAD_LIMIT,
     )
     async def upload(
-        self, name: str, services: Services, request: Request[Any, Any, Any]
+        self, name: str, services: Services, principal: Principal, request: Request[Any, Any, Any]
     ) -> dict[str, Any]:
         """Markdown, text, HTML or PDF files, ingested all or nothing.
 
@@ -97,27 +99,35 @@ class KnowledgeBaseController(Controller):
             for _, value in form.multi_items()
             if isinstance(value, UploadFile)
         ]
-        outcome = await _service(services).upload(DEFAULT_TENANT, name, files, actor="api")
+        outcome = await _service(services).upload(
+            principal.tenant, name, files, actor=principal.subject
+        )
         return asdict(outcome)
 
     @get("/{name:str}/documents", summary="List documents with their status")
-    async def list_documents(self, name: str, services: Services) -> dict[str, Any]:
+    async def list_documents(
+        self, name: str, services: Services, principal: Principal
+    ) -> dict[str, Any]:
         """Every document with its status (indexed or rejected, and why)."""
-        documents = await _service(services).list_documents(DEFAULT_TENANT, name)
+        documents = await _service(services).list_documents(principal.tenant, name)
         return {"data": [asdict(d) for d in documents]}
 
     @delete("/{name:str}/documents/{doc_id:str}", status_code=200, summary="Delete a document")
-    async def delete_document(self, name: str, doc_id: str, services: Services) -> dict[str, Any]:
+    async def delete_document(
+        self, name: str, doc_id: str, services: Services, principal: Principal
+    ) -> dict[str, Any]:
         """Remove a document and its vectors (a new index version without them)."""
-        return asdict(await _service(services).delete_document(DEFAULT_TENANT, name, doc_id))
+        return asdict(await _service(services).delete_document(principal.tenant, name, doc_id))
 
     @post("/{name:str}/reindex", status_code=200, summary="Re-index a knowledge base")
-    async def reindex(self, name: str, services: Services) -> dict[str, Any]:
+    async def reindex(self, name: str, services: Services, principal: Principal) -> dict[str, Any]:
         """Rebuild the index beside the live one and swap it in atomically."""
-        return asdict(await _service(services).reindex(DEFAULT_TENANT, name))
+        return asdict(await _service(services).reindex(principal.tenant, name))
 
     @get("/{name:str}/passages/{chunk_id:str}", summary="Open a cited passage")
-    async def passage(self, name: str, chunk_id: str, services: Services) -> Response[Any]:
+    async def passage(
+        self, name: str, chunk_id: str, services: Services, principal: Principal
+    ) -> Response[Any]:
         """The text of a chunk an answer cited, with its document and heading."""
-        passage = await _service(services).passage(DEFAULT_TENANT, name, chunk_id)
+        passage = await _service(services).passage(principal.tenant, name, chunk_id)
         return Response(asdict(passage))

@@ -91,12 +91,17 @@ class MemoryApiKeyStore:
         """The record of ``key_id``, or None."""
         return self._records.get(key_id)
 
-    async def add(self, record: ApiKeyRecord) -> None:
+    async def add(self, record: ApiKeyRecord, *, created_by: str = "system") -> None:
         """Store a new record; a duplicate key id is a programming error."""
         if record.key_id in self._records:
             msg = f"API key id {record.key_id} already exists"
             raise ValueError(msg)
         self._records[record.key_id] = record
+
+    async def list_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]:
+        """Every key (of one tenant, if given), newest first."""
+        records = [r for r in self._records.values() if tenant is None or r.tenant == tenant]
+        return sorted(records, key=lambda r: r.created_at, reverse=True)
 
     async def revoke(self, key_id: str, at: datetime) -> bool:
         """Mark ``key_id`` revoked (the first revocation time is kept)."""

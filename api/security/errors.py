@@ -42,10 +42,6 @@ class Forbidden(ClientError):
     title = "Forbidden"
     type_slug = "forbidden"
 
-    def http_headers(self) -> dict[str, str]:
-        """No extra headers."""
-        return {}
-
 
 class TooManyRequests(ClientError):
     """The caller must slow down; it may retry after ``retry_after`` seconds."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib.util
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 from openai import OpenAI
 
@@ -74,9 +75,31 @@ def _no_egress(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def client(stack: RunningStack) -> OpenAI:
-    """The real `openai` client pointed at the stack."""
-    return OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused-until-auth", max_retries=0)
+def api_keys(stack: RunningStack) -> dict[str, str]:
+    """Keys for each role in tenant `default`, issued with the bootstrap platform-admin key."""
+    keys = {"platform_admin": stack.admin_key}
+    for role in ("staff", "tenant_admin", "auditor"):
+        response = httpx.post(
+            f"{stack.base_url}/v1/admin/api-keys",
+            json={"name": f"e2e {role}", "tenant": "default", "roles": [role]},
+            headers={"Authorization": f"Bearer {stack.admin_key}"},
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        keys[role] = response.json()["api_key"]
+    return keys
+
+
+@pytest.fixture(scope="session")
+def auth(api_keys: dict[str, str]) -> Callable[[str], dict[str, str]]:
+    """Authorization headers of a role: ``auth("staff")``."""
+    return lambda role: {"Authorization": f"Bearer {api_keys[role]}"}
+
+
+@pytest.fixture(scope="session")
+def client(stack: RunningStack, api_keys: dict[str, str]) -> OpenAI:
+    """The real `openai` client pointed at the stack, signed in with a staff key."""
+    return OpenAI(base_url=f"{stack.base_url}/v1", api_key=api_keys["staff"], max_retries=0)
 
 
 @pytest.fixture(scope="session")

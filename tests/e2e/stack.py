@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ class RunningStack:
     guard_log: Path
     start_seconds: float
     data_dir: Path
+    admin_key: str = ""
 
     def descendants(self) -> list[psutil.Process]:
         try:
@@ -83,12 +85,26 @@ def start_stack(workdir: Path, port: int, *, timeout_s: float = 420.0) -> Runnin
         try:
             if httpx.get(f"{stack.base_url}/readyz", timeout=2).status_code == 200:
                 stack.start_seconds = time.perf_counter() - started
+                stack.admin_key = _bootstrap_key(stack, deadline)
                 return stack
         except httpx.HTTPError:
             pass
         time.sleep(1)
     stop_stack(stack)
     raise TimeoutError(f"the stack was not ready in {timeout_s}s:\n{stack.log_text()[-4000:]}")
+
+
+_KEY = re.compile(r"enc_[0-9a-f]{16}\.[A-Za-z0-9_-]{43}")
+
+
+def _bootstrap_key(stack: RunningStack, deadline: float) -> str:
+    """The platform-admin key `enclave serve` prints once on its first start."""
+    while time.monotonic() < deadline:
+        found = _KEY.findall(stack.log_text())
+        if found:
+            return str(found[0])
+        time.sleep(0.5)
+    raise TimeoutError(f"no bootstrap API key printed:\n{stack.log_text()[-2000:]}")
 
 
 def stop_stack(stack: RunningStack, *, timeout_s: float = 90.0) -> tuple[int | None, list[str]]:

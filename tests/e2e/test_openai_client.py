@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 
 import httpx
 import openai
@@ -11,6 +12,8 @@ import pytest
 from openai import OpenAI
 
 from tests.e2e.stack import RunningStack
+
+Auth = Callable[[str], dict[str, str]]
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +89,9 @@ def test_wrong_model_name(client: OpenAI) -> None:
     assert caught.value.response.headers["x-request-id"] == body["request_id"]
 
 
-def test_malformed_requests(client: OpenAI, model_name: str, stack: RunningStack) -> None:
+def test_malformed_requests(
+    client: OpenAI, model_name: str, stack: RunningStack, auth: Auth
+) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=model_name, messages=QUESTION, temperature=7)
     assert "temperature" in str(caught.value.body)
@@ -97,18 +102,24 @@ def test_malformed_requests(client: OpenAI, model_name: str, stack: RunningStack
     response = httpx.post(
         f"{stack.base_url}/v1/chat/completions",
         content=b"{not json",
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **auth("staff")},
     )
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["request_id"]
 
 
-def test_probes_and_info(stack: RunningStack) -> None:
+def test_probes_and_info(stack: RunningStack, auth: Auth) -> None:
     assert httpx.get(f"{stack.base_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{stack.base_url}/readyz").json()
-    assert ready["checks"] == {"llm_primary": "ok", "llm_fallback": "ok", "guards": "ok"}
-    info = httpx.get(f"{stack.base_url}/v1/info").json()
+    assert ready["checks"] == {
+        "llm_primary": "ok",
+        "llm_fallback": "ok",
+        "guards": "ok",
+        "retriever": "ok",
+    }
+    assert httpx.get(f"{stack.base_url}/v1/info").status_code == 401
+    info = httpx.get(f"{stack.base_url}/v1/info", headers=auth("auditor")).json()
     assert info["config_version"].startswith("cfg_")
     assert info["engines"]["primary"]["engine"] == "vllm"
     assert info["engines"]["fallback"]["engine"] == "transformers"
@@ -117,12 +128,15 @@ def test_probes_and_info(stack: RunningStack) -> None:
 
 
 def _running(stack: RunningStack) -> int:
-    return int(
-        httpx.get(f"{stack.base_url}/v1/info").json()["engines"]["primary"]["running_requests"]
+    info = httpx.get(
+        f"{stack.base_url}/v1/info", headers={"Authorization": f"Bearer {stack.admin_key}"}
     )
+    return int(info.json()["engines"]["primary"]["running_requests"])
 
 
-def test_client_disconnect_cancels_generation(stack: RunningStack, model_name: str) -> None:
+def test_client_disconnect_cancels_generation(
+    stack: RunningStack, model_name: str, auth: Auth
+) -> None:
     body = {
         "model": model_name,
         "stream": True,
@@ -130,7 +144,8 @@ def test_client_disconnect_cancels_generation(stack: RunningStack, model_name: s
         "ignore_eos": True,  # vLLM's extension: the answer cannot end on its own
         "messages": [{"role": "user", "content": "Write a very long essay about the ocean."}],
     }
-    with httpx.stream("POST", f"{stack.base_url}/v1/chat/completions", json=body, timeout=30) as r:
+    url = f"{stack.base_url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=auth("staff"), timeout=30) as r:
         assert r.status_code == 200
         # Keep one iterator alive: closing it early (e.g. `break`) would close the socket.
         lines = r.iter_lines()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,8 @@ import pytest
 from openai import OpenAI
 
 from tests.e2e.stack import RunningStack
+
+Auth = Callable[[str], dict[str, str]]
 
 pytestmark = pytest.mark.e2e
 
@@ -21,8 +24,10 @@ def lineage_of(completion: object) -> dict:  # type: ignore[type-arg]
     return (getattr(completion, "model_extra", None) or {})["enclave"]
 
 
-def test_the_sample_handbook_was_ingested_at_start(stack: RunningStack) -> None:
-    response = httpx.get(f"{stack.base_url}/v1/knowledge-bases/handbook", timeout=10)
+def test_the_sample_handbook_was_ingested_at_start(stack: RunningStack, auth: Auth) -> None:
+    response = httpx.get(
+        f"{stack.base_url}/v1/knowledge-bases/handbook", headers=auth("staff"), timeout=10
+    )
     assert response.status_code == 200, response.text
     info = response.json()
     assert info["documents"] == len(list(HANDBOOK.iterdir()))
@@ -105,24 +110,27 @@ def test_a_failing_retriever_degrades_the_answer_not_the_chat(
     assert lineage_of(healed)["retrieval"] == "ok"
 
 
-def test_knowledge_base_admin_api(client: OpenAI, model_name: str, stack: RunningStack) -> None:
+def test_knowledge_base_admin_api(
+    client: OpenAI, model_name: str, stack: RunningStack, auth: Auth
+) -> None:
     api = f"{stack.base_url}/v1/knowledge-bases"
-    created = httpx.post(api, json={"name": "onboarding", "pii_policy": "redact"}, timeout=10)
+    admin = httpx.Client(headers=auth("tenant_admin"), timeout=120)
+    created = admin.post(api, json={"name": "onboarding", "pii_policy": "redact"}, timeout=10)
     assert created.status_code == 201, created.text
-    assert httpx.post(api, json={"name": "onboarding"}, timeout=10).status_code == 409
+    assert admin.post(api, json={"name": "onboarding"}, timeout=10).status_code == 409
     files = [
         ("files", ("hr-onboarding.md", (HANDBOOK / "hr-onboarding.md").read_bytes())),
         ("files", ("it-guest-wifi.html", (HANDBOOK / "it-guest-wifi.html").read_bytes())),
     ]
-    uploaded = httpx.post(f"{api}/onboarding/documents", files=files, timeout=120)
+    uploaded = admin.post(f"{api}/onboarding/documents", files=files, timeout=120)
     assert uploaded.status_code == 201, uploaded.text
     statuses = {d["doc_id"]: d for d in uploaded.json()["documents"]}
     assert statuses["hr-onboarding"]["status"] == "indexed"
     assert statuses["it-guest-wifi"]["pii_action"] == "redact"
     # A knowledge base that rejects personal data reports the document and why.
-    assert httpx.post(api, json={"name": "strict", "pii_policy": "reject"}).status_code == 201
+    assert admin.post(api, json={"name": "strict", "pii_policy": "reject"}).status_code == 201
     contacts = b"# Contacts\n\nAsk Joanna Kowalski at joanna.kowalski@northwind.example.\n"
-    strict = httpx.post(
+    strict = admin.post(
         f"{api}/strict/documents", files=[("files", ("contacts.md", contacts))], timeout=60
     )
     assert strict.status_code == 201, strict.text
@@ -130,23 +138,23 @@ def test_knowledge_base_admin_api(client: OpenAI, model_name: str, stack: Runnin
     assert rejected["status"] == "rejected"
     assert "EMAIL_ADDRESS" in rejected["status_reason"]
     assert "joanna" not in json.dumps(strict.json()).lower()
-    assert httpx.delete(f"{api}/strict", timeout=30).status_code == 204
+    assert admin.delete(f"{api}/strict", timeout=30).status_code == 204
     # A corrupt file fails the whole upload with a problem naming it; nothing is added.
     bad = [
         ("files", ("it-printing.txt", (HANDBOOK / "it-printing.txt").read_bytes())),
         ("files", ("scan.pdf", b"%PDF-1.4 garbage")),
     ]
-    refused = httpx.post(f"{api}/onboarding/documents", files=bad, timeout=60)
+    refused = admin.post(f"{api}/onboarding/documents", files=bad, timeout=60)
     assert refused.status_code == 400, refused.text
     problem = refused.json()
     assert "scan.pdf" in problem["detail"]
     assert problem["request_id"]
     assert refused.headers["content-type"].startswith("application/problem+json")
-    unsupported = httpx.post(
+    unsupported = admin.post(
         f"{api}/onboarding/documents", files=[("files", ("a.docx", b"PK"))], timeout=60
     )
     assert unsupported.status_code == 415
-    listed = httpx.get(f"{api}/onboarding/documents", timeout=10).json()["data"]
+    listed = admin.get(f"{api}/onboarding/documents", timeout=10).json()["data"]
     assert sorted(d["doc_id"] for d in listed) == ["hr-onboarding", "it-guest-wifi"]
     # The new knowledge base answers a chat that names it.
     completion = client.chat.completions.create(
@@ -158,15 +166,15 @@ def test_knowledge_base_admin_api(client: OpenAI, model_name: str, stack: Runnin
     sources = lineage_of(completion)["sources"]
     assert sources[0]["document_id"] == "it-guest-wifi"
     chunk_id = sources[0]["chunk_id"].replace("#", "%23")
-    passage = httpx.get(f"{api}/onboarding/passages/{chunk_id}", timeout=10)
+    passage = admin.get(f"{api}/onboarding/passages/{chunk_id}", timeout=10)
     assert passage.status_code == 200, passage.text
     assert passage.json()["doc_id"] == "it-guest-wifi"
     # Delete a document, re-index, delete the knowledge base.
-    deleted = httpx.delete(f"{api}/onboarding/documents/it-guest-wifi", timeout=60)
+    deleted = admin.delete(f"{api}/onboarding/documents/it-guest-wifi", timeout=60)
     assert deleted.status_code == 200, deleted.text
-    assert httpx.post(f"{api}/onboarding/reindex", timeout=60).status_code == 200
-    assert httpx.delete(f"{api}/onboarding", timeout=30).status_code == 204
-    gone = httpx.post(
+    assert admin.post(f"{api}/onboarding/reindex", timeout=60).status_code == 200
+    assert admin.delete(f"{api}/onboarding", timeout=30).status_code == 204
+    gone = admin.post(
         f"{stack.base_url}/v1/chat/completions",
         json={
             "model": model_name,

@@ -14,7 +14,14 @@ from api.app import create_app
 from api.services import Services
 from api.sse import iter_frames
 from core.settings import Settings, config_version
-from tests.fakes import FakeKnowledge, KeywordGuard, RegexPII, ScriptedLLM, WordTokenizer
+from tests.fakes import (
+    FakeKnowledge,
+    KeywordGuard,
+    RegexPII,
+    ScriptedLLM,
+    TestKeys,
+    WordTokenizer,
+)
 from tests.unit.conftest import CANARY, DOCUMENTS_PROMPT, SYSTEM_PROMPT
 
 URL = "/v1/chat/completions"
@@ -106,7 +113,7 @@ def test_naming_a_knowledge_base(client: TestClient, knowledge: FakeKnowledge) -
 
 @pytest.fixture
 def slow_client(
-    settings: Settings, primary: ScriptedLLM, guard: KeywordGuard
+    settings: Settings, primary: ScriptedLLM, guard: KeywordGuard, keys: TestKeys
 ) -> Iterator[tuple[TestClient, FakeKnowledge]]:
     tuned = settings.model_copy(
         update={
@@ -127,9 +134,11 @@ def slow_client(
         system_prompt=SYSTEM_PROMPT,
         canary_token=CANARY,
         documents_prompt=DOCUMENTS_PROMPT,
+        security=keys.security(tuned),
         knowledge=knowledge,
     )
     with TestClient(app=create_app(services)) as test_client:
+        test_client.headers.update(keys.header("staff"))
         yield test_client, knowledge
 
 

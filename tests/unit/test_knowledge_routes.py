@@ -13,7 +13,14 @@ from api.services import Services
 from core.errors import InvalidRequest
 from core.settings import Settings, config_version
 from index.base import IngestOutcome, UploadedFile
-from tests.fakes import FakeKnowledge, KeywordGuard, RegexPII, ScriptedLLM, WordTokenizer
+from tests.fakes import (
+    FakeKnowledge,
+    KeywordGuard,
+    RegexPII,
+    ScriptedLLM,
+    TestKeys,
+    WordTokenizer,
+)
 
 URL = "/v1/knowledge-bases/handbook/documents"
 
@@ -33,7 +40,7 @@ class RecordingKnowledge(FakeKnowledge):
 
 
 @pytest.fixture
-def admin(settings: Settings) -> Iterator[tuple[TestClient, RecordingKnowledge]]:
+def admin(settings: Settings, keys: TestKeys) -> Iterator[tuple[TestClient, RecordingKnowledge]]:
     knowledge = RecordingKnowledge()
     services = Services(
         settings=settings,
@@ -46,9 +53,11 @@ def admin(settings: Settings) -> Iterator[tuple[TestClient, RecordingKnowledge]]
         system_prompt="system",
         canary_token="canary",
         documents_prompt="{documents}",
+        security=keys.security(settings),
         knowledge=knowledge,
     )
     with TestClient(app=create_app(services)) as client:
+        client.headers.update(keys.header("tenant_admin"))
         yield client, knowledge
 
 

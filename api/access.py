@@ -1,0 +1,130 @@
+"""Who may call what: every route's allowed roles in one table, and the guard enforcing it.
+
+``ROUTE_POLICY`` maps ``(method, path template)`` (Litestar's path format, parameters as
+``{name}``) to the roles allowed, or to ``PUBLIC``.
+A route missing from the table is refused for everyone (and a test enumerates the app's
+routes, so a new route without a policy fails the suite). The guard authenticates the
+caller (``api.security.Authenticator``), checks the role, applies the per-user and
+per-tenant request rates, and leaves the ``Principal`` in the request state.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.datastructures import MutableScopeHeaders
+from litestar.handlers import BaseRouteHandler
+from litestar.types import Message, Scope
+
+from api.security import Forbidden, Principal, Role, Unauthenticated
+from api.security.authenticator import Authenticator
+from api.security.rate_limits import RateLimiter
+
+__all__ = [
+    "PUBLIC",
+    "ROUTE_POLICY",
+    "Gatekeeper",
+    "principal_of",
+    "rate_limit_headers",
+]
+
+_log = logging.getLogger("enclave.api.access")
+
+PUBLIC: frozenset[Role] = frozenset()
+"""Marker: no credentials needed (probes and metrics only)."""
+
+_STAFF: frozenset[Role] = frozenset({"staff"})
+_TENANT_ADMIN: frozenset[Role] = frozenset({"tenant_admin"})
+_PLATFORM_ADMIN: frozenset[Role] = frozenset({"platform_admin"})
+_ANY: frozenset[Role] = frozenset({"staff", "tenant_admin", "auditor", "platform_admin"})
+_KB = "/v1/knowledge-bases/{name}"
+
+ROUTE_POLICY: dict[tuple[str, str], frozenset[Role]] = {
+    # Probes: the platform's, answered without credentials.
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    # Chat: staff, and tenant admins trying their prompts; auditors never chat.
+    ("POST", "/v1/chat/completions"): _STAFF | _TENANT_ADMIN,
+    ("GET", "/v1/models"): _ANY,
+    ("GET", "/v1/info"): _ANY,
+    ("GET", "/v1/me"): _ANY,
+    ("GET", "/v1/me/usage"): _ANY,
+    # Knowledge bases: staff read (pick one, open a cited passage); tenant admins manage.
+    ("GET", "/v1/knowledge-bases"): _STAFF | _TENANT_ADMIN,
+    ("POST", "/v1/knowledge-bases"): _TENANT_ADMIN,
+    ("GET", _KB): _STAFF | _TENANT_ADMIN,
+    ("DELETE", _KB): _TENANT_ADMIN,
+    ("POST", f"{_KB}/documents"): _TENANT_ADMIN,
+    ("GET", f"{_KB}/documents"): _TENANT_ADMIN,
+    ("DELETE", f"{_KB}/documents/{{doc_id}}"): _TENANT_ADMIN,
+    ("POST", f"{_KB}/reindex"): _TENANT_ADMIN,
+    ("GET", f"{_KB}/passages/{{chunk_id}}"): _STAFF | _TENANT_ADMIN,
+    # Platform administration.
+    ("GET", "/v1/admin/api-keys"): _PLATFORM_ADMIN,
+    ("POST", "/v1/admin/api-keys"): _PLATFORM_ADMIN,
+    ("DELETE", "/v1/admin/api-keys/{key_id}"): _PLATFORM_ADMIN,
+    # The API description: any signed-in caller.
+    ("GET", "/schema"): _ANY,
+    ("GET", "/schema/openapi.json"): _ANY,
+    ("GET", "/schema/openapi.yaml"): _ANY,
+    ("GET", "/schema/openapi.yml"): _ANY,
+    ("GET", "/schema/{path}"): _ANY,
+}
+
+_PRINCIPAL = "enclave_principal"
+_RATE_HEADERS = "enclave_rate_headers"
+
+
+def principal_of(scope: Scope | dict[str, Any]) -> Principal:
+    """The caller the guard authenticated (only on routes that are not public)."""
+    principal = scope.get("state", {}).get(_PRINCIPAL)
+    if not isinstance(principal, Principal):  # pragma: no cover - guarded routes only
+        msg = "no authenticated caller on this request"
+        raise Unauthenticated(msg)
+    return principal
+
+
+class Gatekeeper:
+    """The app-wide guard: authentication, the route's roles, request rates."""
+
+    def __init__(self, authenticator: Authenticator, rate_limiter: RateLimiter) -> None:
+        self._authenticator = authenticator
+        self._rate_limiter = rate_limiter
+
+    async def __call__(
+        self, connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
+    ) -> None:
+        scope = connection.scope
+        method = str(scope.get("method", "GET"))
+        if method == "OPTIONS":
+            return  # CORS preflight carries no credentials by design
+        template = str(scope.get("path_template", connection.url.path))
+        allowed = ROUTE_POLICY.get((method, template))
+        if allowed is PUBLIC:
+            return
+        principal = await self._authenticator.authenticate(connection.headers.get("authorization"))
+        if allowed is None or not principal.has_role(*allowed):
+            _log.info(
+                "forbidden",
+                extra={"route": template, "method": method, "roles": sorted(principal.roles)},
+            )
+            needed = " or ".join(sorted(allowed or ())) or "a role no caller has"
+            msg = f"{method} {template} needs the role {needed}; ask an admin to grant it."
+            raise Forbidden(msg)
+        decision = await self._rate_limiter.enforce(principal)
+        state = scope.setdefault("state", {})
+        state[_PRINCIPAL] = principal
+        state[_RATE_HEADERS] = decision.headers()
+
+
+async def rate_limit_headers(message: Message, scope: Scope) -> None:
+    """``before_send`` hook: the caller's remaining request budget on every response."""
+    if message["type"] != "http.response.start":
+        return
+    headers = scope.get("state", {}).get(_RATE_HEADERS)
+    if headers:
+        mutable = MutableScopeHeaders.from_message(message)
+        for name, value in headers.items():
+            mutable[name] = value

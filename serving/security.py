@@ -1,0 +1,78 @@
+"""Builds the API's security services from settings: key store, authenticator, limits.
+
+Also the first-start bootstrap: with no usable platform-admin key in the store, one is
+issued and printed once (``enclave serve``); it is never logged and never shown again.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from api.security import (
+    Authenticator,
+    MemoryQuotaLedger,
+    OIDCVerifier,
+    QuotaLedger,
+    RateLimiter,
+    RedisQuotaLedger,
+    build_limits_store,
+    issue_api_key,
+)
+from api.security.key_store import SqlApiKeyStore
+from api.services import Security
+from core.db import Database
+from core.settings import Settings
+from serving.runtime_env import api_key_pepper
+
+__all__ = ["build_security", "ensure_platform_admin_key"]
+
+BOOTSTRAP_KEY_NAME = "first platform admin"
+
+
+def build_security(settings: Settings, db: Database) -> Security:
+    """The authenticator over the SQL key store (and OIDC if on), rate limits and quotas."""
+    auth, limits = settings.auth, settings.limits
+    keys = SqlApiKeyStore(db)
+    pepper = api_key_pepper(settings)
+    authenticator = Authenticator(
+        oidc=OIDCVerifier(auth.oidc) if auth.oidc.enabled else None,
+        api_keys=keys if auth.api_keys.enabled else None,
+        api_key_prefix=auth.api_keys.prefix,
+        pepper=pepper,
+    )
+    store = build_limits_store(limits)
+    quotas: QuotaLedger
+    if limits.store == "redis":
+        # The ledger runs its Lua scripts on the same client as the rate limiter's store.
+        quotas = RedisQuotaLedger(
+            store._redis,  # type: ignore[attr-defined]
+            key_prefix=limits.key_prefix,
+            alarm_levels=limits.alarm_levels,
+        )
+    else:
+        quotas = MemoryQuotaLedger(alarm_levels=limits.alarm_levels)
+    return Security(
+        authenticator=authenticator,
+        rate_limiter=RateLimiter.from_settings(limits, store),
+        quotas=quotas,
+        api_keys=keys,
+        api_key_pepper=pepper,
+    )
+
+
+async def ensure_platform_admin_key(settings: Settings, db: Database) -> str | None:
+    """Issue a platform-admin key when none is usable; return it (to be shown once) or None."""
+    keys = SqlApiKeyStore(db)
+    now = datetime.now(UTC)
+    if await keys.has_active_key_with_role("platform_admin", now):
+        return None
+    issued = issue_api_key(
+        tenant="default",
+        roles=["platform_admin"],
+        name=BOOTSTRAP_KEY_NAME,
+        prefix=settings.auth.api_keys.prefix,
+        pepper=api_key_pepper(settings),
+        now=now,
+    )
+    await keys.add(issued.record, created_by="bootstrap")
+    return issued.plaintext

@@ -1,0 +1,207 @@
+"""Every route by every caller → the expected status. The routes are read from the app, so a
+route without a declared policy fails here; so does a policy for a route that is gone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.routes import HTTPRoute
+from litestar.testing import TestClient
+
+from api.access import PUBLIC, ROUTE_POLICY
+from api.app import create_app
+from api.services import Services
+from core.settings import Settings, config_version
+from tests.fakes import FakeKnowledge, KeywordGuard, RegexPII, ScriptedLLM, TestKeys, WordTokenizer
+
+CALLERS = [
+    "anonymous",
+    "staff",
+    "tenant_admin",
+    "auditor",
+    "platform_admin",
+    "foreign_staff",
+    "foreign_admin",
+    "revoked",
+    "expired",
+]
+ROLE_OF = {
+    "staff": "staff",
+    "tenant_admin": "tenant_admin",
+    "auditor": "auditor",
+    "platform_admin": "platform_admin",
+    "foreign_staff": "staff",
+    "foreign_admin": "tenant_admin",
+}
+CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "vpn at the hotel?"}]}
+# How to call each route, and what a caller allowed in tenant "default" gets.
+CALLS: dict[tuple[str, str], tuple[str, dict[str, Any], int]] = {
+    ("GET", "/healthz"): ("/healthz", {}, 200),
+    ("GET", "/readyz"): ("/readyz", {}, 200),
+    ("POST", "/v1/chat/completions"): ("/v1/chat/completions", {"json": CHAT}, 200),
+    ("GET", "/v1/models"): ("/v1/models", {}, 200),
+    ("GET", "/v1/info"): ("/v1/info", {}, 200),
+    ("GET", "/v1/me"): ("/v1/me", {}, 200),
+    ("GET", "/v1/me/usage"): ("/v1/me/usage", {}, 200),
+    ("GET", "/v1/knowledge-bases"): ("/v1/knowledge-bases", {}, 200),
+    ("POST", "/v1/knowledge-bases"): ("/v1/knowledge-bases", {"json": {"name": "new"}}, 201),
+    ("GET", "/v1/knowledge-bases/{name}"): ("/v1/knowledge-bases/handbook", {}, 200),
+    ("DELETE", "/v1/knowledge-bases/{name}"): ("/v1/knowledge-bases/handbook", {}, 204),
+    ("POST", "/v1/knowledge-bases/{name}/documents"): (
+        "/v1/knowledge-bases/handbook/documents",
+        {"files": [("files", ("a.md", b"# A"))]},
+        201,
+    ),
+    ("GET", "/v1/knowledge-bases/{name}/documents"): (
+        "/v1/knowledge-bases/handbook/documents",
+        {},
+        200,
+    ),
+    ("DELETE", "/v1/knowledge-bases/{name}/documents/{doc_id}"): (
+        "/v1/knowledge-bases/handbook/documents/it-vpn",
+        {},
+        200,
+    ),
+    ("POST", "/v1/knowledge-bases/{name}/reindex"): (
+        "/v1/knowledge-bases/handbook/reindex",
+        {},
+        200,
+    ),
+    ("GET", "/v1/knowledge-bases/{name}/passages/{chunk_id}"): (
+        "/v1/knowledge-bases/handbook/passages/it-vpn%230-aaaa",
+        {},
+        200,
+    ),
+    ("GET", "/v1/admin/api-keys"): ("/v1/admin/api-keys", {}, 200),
+    ("POST", "/v1/admin/api-keys"): (
+        "/v1/admin/api-keys",
+        {"json": {"name": "ci", "tenant": "default", "roles": ["staff"]}},
+        201,
+    ),
+    ("DELETE", "/v1/admin/api-keys/{key_id}"): ("/v1/admin/api-keys/{staff_key_id}", {}, 204),
+    ("GET", "/schema"): ("/schema", {}, 200),
+    ("GET", "/schema/openapi.json"): ("/schema/openapi.json", {}, 200),
+    ("GET", "/schema/openapi.yaml"): ("/schema/openapi.yaml", {}, 200),
+    ("GET", "/schema/openapi.yml"): ("/schema/openapi.yml", {}, 200),
+    ("GET", "/schema/{path}"): ("/schema/nothing-here", {}, 404),
+}
+TENANT_SCOPED = ("/v1/knowledge-bases/handbook",)
+# The intended matrix, written down independently of api/access.py: who may call what.
+EVERYONE = {"staff", "tenant_admin", "auditor", "platform_admin"}
+MAY_CALL: dict[tuple[str, str], set[str] | None] = {
+    ("GET", "/healthz"): None,  # public
+    ("GET", "/readyz"): None,
+    ("POST", "/v1/chat/completions"): {"staff", "tenant_admin"},  # auditors never chat
+    ("GET", "/v1/models"): EVERYONE,
+    ("GET", "/v1/info"): EVERYONE,
+    ("GET", "/v1/me"): EVERYONE,
+    ("GET", "/v1/me/usage"): EVERYONE,
+    ("GET", "/v1/knowledge-bases"): {"staff", "tenant_admin"},
+    ("POST", "/v1/knowledge-bases"): {"tenant_admin"},
+    ("GET", "/v1/knowledge-bases/{name}"): {"staff", "tenant_admin"},
+    ("DELETE", "/v1/knowledge-bases/{name}"): {"tenant_admin"},
+    ("POST", "/v1/knowledge-bases/{name}/documents"): {"tenant_admin"},
+    ("GET", "/v1/knowledge-bases/{name}/documents"): {"tenant_admin"},
+    ("DELETE", "/v1/knowledge-bases/{name}/documents/{doc_id}"): {"tenant_admin"},
+    ("POST", "/v1/knowledge-bases/{name}/reindex"): {"tenant_admin"},
+    ("GET", "/v1/knowledge-bases/{name}/passages/{chunk_id}"): {"staff", "tenant_admin"},
+    ("GET", "/v1/admin/api-keys"): {"platform_admin"},
+    ("POST", "/v1/admin/api-keys"): {"platform_admin"},
+    ("DELETE", "/v1/admin/api-keys/{key_id}"): {"platform_admin"},
+    ("GET", "/schema"): EVERYONE,
+    ("GET", "/schema/openapi.json"): EVERYONE,
+    ("GET", "/schema/openapi.yaml"): EVERYONE,
+    ("GET", "/schema/openapi.yml"): EVERYONE,
+    ("GET", "/schema/{path}"): EVERYONE,
+}
+
+
+def app_routes(app: Litestar) -> set[tuple[str, str]]:
+    found = set()
+    for route in app.routes:
+        if isinstance(route, HTTPRoute):
+            for handler in route.route_handlers:
+                for method in handler.http_methods:
+                    if method != "OPTIONS":
+                        found.add((method, route.path_format))
+    return found
+
+
+@pytest.fixture
+def app_and_keys(settings: Settings, keys: TestKeys) -> Iterator[tuple[TestClient, TestKeys]]:
+    services = Services(
+        settings=settings,
+        config_version=config_version(settings),
+        primary=ScriptedLLM(),
+        fallback=None,
+        tokenizer=WordTokenizer(),
+        guard=KeywordGuard(),
+        output_scanner=RegexPII(),
+        system_prompt="system",
+        canary_token="canary",
+        documents_prompt="{documents}",
+        security=keys.security(settings),
+        knowledge=FakeKnowledge(),
+    )
+    with TestClient(app=create_app(services)) as client:
+        yield client, keys
+
+
+def test_every_route_declares_who_may_call_it(settings: Settings, keys: TestKeys) -> None:
+    services = Services(
+        settings=settings,
+        config_version="cfg",
+        primary=ScriptedLLM(),
+        fallback=None,
+        tokenizer=WordTokenizer(),
+        guard=KeywordGuard(),
+        output_scanner=RegexPII(),
+        system_prompt="system",
+        canary_token="canary",
+        documents_prompt="{documents}",
+        security=keys.security(settings),
+    )
+    routes = app_routes(create_app(services))
+    assert routes - set(ROUTE_POLICY) == set(), "routes without a declared policy"
+    assert set(ROUTE_POLICY) - routes == set(), "policies for routes that do not exist"
+    assert set(CALLS) == routes == set(MAY_CALL), "this test must call every route"
+    public = {route for route, roles in ROUTE_POLICY.items() if roles is PUBLIC}
+    assert public == {("GET", "/healthz"), ("GET", "/readyz")}
+
+
+def expected_status(route: tuple[str, str], caller: str, url: str, success: int) -> int:
+    allowed = MAY_CALL[route]
+    if allowed is None:
+        return success
+    if caller in {"anonymous", "revoked", "expired"}:
+        return 401
+    if ROLE_OF[caller] not in allowed:
+        return 403
+    if caller.startswith("foreign") and url.startswith(TENANT_SCOPED):
+        return 404  # another tenant's knowledge base does not exist for them
+    return success
+
+
+@pytest.mark.parametrize("route", sorted(CALLS), ids=lambda r: f"{r[0]} {r[1]}")
+def test_route_by_caller(app_and_keys: tuple[TestClient, TestKeys], route: tuple[str, str]) -> None:
+    client, keys = app_and_keys
+    method, _ = route
+    template, kwargs, success = CALLS[route]
+    failures = []
+    for caller in CALLERS:
+        url = template.replace("{staff_key_id}", keys.plaintext["auditor"][4:20])
+        headers = {} if caller == "anonymous" else keys.header(caller)
+        response = client.request(method, url, headers=headers, **kwargs)
+        want = expected_status(route, caller, url, success)
+        if response.status_code != want:
+            failures.append(f"{caller}: {response.status_code} (want {want}) {response.text[:120]}")
+        if response.status_code in {401, 403}:
+            body = response.json()
+            assert body["request_id"], body
+            assert body["detail"], body
+            if response.status_code == 401:
+                assert response.headers["www-authenticate"].startswith("Bearer")
+    assert failures == []
