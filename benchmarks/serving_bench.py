@@ -18,6 +18,7 @@ import argparse
 import math
 import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -222,7 +223,26 @@ def _enclave_target(settings: Settings, args: argparse.Namespace, log_path: Path
     if not executable.is_file():
         msg = f"{executable} not found: run the benchmark with the project's venv (make install)."
         raise ServerError(msg)
-    env = {**os.environ, "ENCLAVE_PROFILE": args.profile}
+    env = {
+        **os.environ,
+        "ENCLAVE_PROFILE": args.profile,
+        # The benchmark measures serving, not the limits: room for every request it sends.
+        "ENCLAVE_LIMITS__USER_REQUESTS_PER_MINUTE": "1000000",
+        "ENCLAVE_LIMITS__TENANT_REQUESTS_PER_MINUTE": "1000000",
+        "ENCLAVE_LIMITS__USER_TOKENS__TOKENS": "1000000000",
+        "ENCLAVE_LIMITS__TENANT_TOKENS__TOKENS": "1000000000",
+    }
+    # A staff key for the benchmark client (vLLM's benchmark sends OPENAI_API_KEY as a bearer
+    # token; the raw vLLM server ignores it).
+    created = subprocess.run(
+        [str(executable), "keys", "create", "--name", "serving benchmark", "--role", "staff"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    os.environ["OPENAI_API_KEY"] = created.stdout.strip().splitlines()[-1]
     port = settings.api.port
     if args.enclave_port is not None:
         port = args.enclave_port

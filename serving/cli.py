@@ -12,6 +12,7 @@ from core.errors import ConfigurationError, ModelStoreError
 from core.settings import Settings, config_version, load_settings
 from core.telemetry import configure_logging
 from serving.kb_cli import add_db_commands, add_kb_commands
+from serving.keys_cli import add_keys_commands
 
 __all__ = ["main"]
 
@@ -87,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     ).set_defaults(handler=_config)
     add_db_commands(commands)
     add_kb_commands(commands)
+    add_keys_commands(commands)
     return parser
 
 
