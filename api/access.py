@@ -18,6 +18,7 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.handlers import BaseRouteHandler
 from litestar.types import Message, Scope
 
+from api.audit_trail import AuditTrail
 from api.security import Forbidden, Principal, Role, Unauthenticated
 from api.security.authenticator import Authenticator
 from api.security.rate_limits import RateLimiter
@@ -38,6 +39,7 @@ PUBLIC: frozenset[Role] = frozenset()
 _STAFF: frozenset[Role] = frozenset({"staff"})
 _TENANT_ADMIN: frozenset[Role] = frozenset({"tenant_admin"})
 _PLATFORM_ADMIN: frozenset[Role] = frozenset({"platform_admin"})
+_AUDITOR: frozenset[Role] = frozenset({"auditor"})
 _ANY: frozenset[Role] = frozenset({"staff", "tenant_admin", "auditor", "platform_admin"})
 _KB = "/v1/knowledge-bases/{name}"
 
@@ -61,10 +63,23 @@ ROUTE_POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("DELETE", f"{_KB}/documents/{{doc_id}}"): _TENANT_ADMIN,
     ("POST", f"{_KB}/reindex"): _TENANT_ADMIN,
     ("GET", f"{_KB}/passages/{{chunk_id}}"): _STAFF | _TENANT_ADMIN,
+    # The caller's own history.
+    ("GET", "/v1/conversations"): _STAFF | _TENANT_ADMIN,
+    ("GET", "/v1/conversations/{conversation_id}"): _STAFF | _TENANT_ADMIN,
+    ("PATCH", "/v1/conversations/{conversation_id}"): _STAFF | _TENANT_ADMIN,
+    ("DELETE", "/v1/conversations/{conversation_id}"): _STAFF | _TENANT_ADMIN,
+    ("GET", "/v1/conversations/{conversation_id}/export"): _STAFF | _TENANT_ADMIN,
+    # The audit log: auditors only, read only.
+    ("GET", "/v1/audit/records"): _AUDITOR,
+    ("GET", "/v1/audit/export"): _AUDITOR,
+    ("GET", "/v1/audit/verify"): _AUDITOR,
+    ("GET", "/v1/audit/bundle"): _AUDITOR,
+    ("GET", "/v1/audit/events"): _AUDITOR,
     # Platform administration.
     ("GET", "/v1/admin/api-keys"): _PLATFORM_ADMIN,
     ("POST", "/v1/admin/api-keys"): _PLATFORM_ADMIN,
     ("DELETE", "/v1/admin/api-keys/{key_id}"): _PLATFORM_ADMIN,
+    ("DELETE", "/v1/admin/subjects/{subject}"): _PLATFORM_ADMIN,
     # The API description: any signed-in caller.
     ("GET", "/schema"): _ANY,
     ("GET", "/schema/openapi.json"): _ANY,
@@ -89,9 +104,12 @@ def principal_of(scope: Scope | dict[str, Any]) -> Principal:
 class Gatekeeper:
     """The app-wide guard: authentication, the route's roles, request rates."""
 
-    def __init__(self, authenticator: Authenticator, rate_limiter: RateLimiter) -> None:
+    def __init__(
+        self, authenticator: Authenticator, rate_limiter: RateLimiter, trail: AuditTrail
+    ) -> None:
         self._authenticator = authenticator
         self._rate_limiter = rate_limiter
+        self._trail = trail
 
     async def __call__(
         self, connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
@@ -104,7 +122,18 @@ class Gatekeeper:
         allowed = ROUTE_POLICY.get((method, template))
         if allowed is PUBLIC:
             return
-        principal = await self._authenticator.authenticate(connection.headers.get("authorization"))
+        try:
+            principal = await self._authenticator.authenticate(
+                connection.headers.get("authorization")
+            )
+        except Unauthenticated:
+            # A presented credential that fails is worth an auditor's look; a missing one
+            # (a browser, a probe) is not, and recording those would let anyone fill the log.
+            if connection.headers.get("authorization"):
+                await self._trail.refused_credentials(
+                    route=template, method=method, reason="invalid credentials"
+                )
+            raise
         if allowed is None or not principal.has_role(*allowed):
             _log.info(
                 "forbidden",

@@ -11,14 +11,19 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from api.access import Gatekeeper, principal_of, rate_limit_headers
+from api.audit_trail import AuditTrail
 from api.errors import exception_handlers
+from api.lifecycle import RetentionJob
 from api.openapi_docs import document_problem_responses
 from api.pipeline import ChatPipeline
 from api.request_ids import echo_request_id
 from api.routes import (
     ApiKeyController,
+    AuditController,
     ChatController,
+    ConversationController,
     KnowledgeBaseController,
+    erase_person,
     healthz,
     info,
     list_models,
@@ -50,12 +55,16 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
         return principal_of(request.scope)
 
     security = services.security
+    audit_trail = AuditTrail(services.database, services.audit)
+    retention = RetentionJob(services)
     hooks = [security_headers, rate_limit_headers]
     if echo_request_id_header:
         hooks.insert(0, echo_request_id)
     app = Litestar(
         route_handlers=[
             ChatController,
+            ConversationController,
+            AuditController,
             KnowledgeBaseController,
             ApiKeyController,
             list_models,
@@ -64,12 +73,15 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
             info,
             me,
             my_usage,
+            erase_person,
         ],
-        guards=[Gatekeeper(security.authenticator, security.rate_limiter)],
+        guards=[Gatekeeper(security.authenticator, security.rate_limiter, audit_trail)],
         cors_config=cors_config(settings.api.cors_origins),
         dependencies={
             "principal": Provide(_principal, sync_to_thread=False),
             "services": _const(services),
+            "history": _const(services.history),
+            "audit_trail": _const(audit_trail),
             "pipeline": _const(pipeline),
             "api_settings": _const(settings.api),
             "config_version": _const(services.config_version),
@@ -87,6 +99,8 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
             render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
         ),
         debug=False,
+        on_startup=[retention.start] if services.settings.retention.history_days else [],
+        on_shutdown=[retention.stop],
     )
     document_problem_responses(app)
     return app

@@ -61,6 +61,9 @@ class ChatCompletionRequest(msgspec.Struct, forbid_unknown_fields=False):
     # Enclave's extension (the openai client sends it with extra_body): the knowledge base
     # to answer from; null: the tenant's default.
     knowledge_base: str | None = None
+    # Enclave's extension: the conversation this turn belongs to (from an earlier
+    # response's `enclave.conversation_id`); null: a new conversation.
+    conversation_id: str | None = None
 
 
 class Usage(msgspec.Struct):

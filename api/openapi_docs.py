@@ -1,8 +1,9 @@
-"""The served OpenAPI document tells the truth about errors: every client error of a route is
-``application/problem+json`` (RFC 9457) with a ``request_id``, as ``api/errors.py`` sends it.
+"""The served OpenAPI document tells the truth: every client error of a route is
+``application/problem+json`` (RFC 9457) with a ``request_id``, as ``api/errors.py`` sends it,
+and downloads (exports, event streams) name the media types they really send.
 
-Litestar documents validation errors in its own JSON shape; this rewrites the error responses
-of the generated document once, when the app is built.
+Litestar documents validation errors in its own JSON shape and streamed responses as JSON;
+this rewrites those parts of the generated document once, when the app is built.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ _CLIENT_ERRORS = {
     "413": "The body is larger than this server accepts.",
     "415": "The body is not in a format this route reads.",
     "503": "A dependency is down or overloaded; retry after `Retry-After` seconds.",
+}
+# Routes whose 200 body is not JSON: the media types they send.
+_DOWNLOADS = {
+    "/v1/audit/export": ("application/x-ndjson", "text/csv"),
+    "/v1/audit/events": ("text/event-stream",),
+    "/v1/audit/bundle": ("application/x-ndjson",),
+    "/v1/conversations/{conversation_id}/export": ("text/markdown", "application/json"),
 }
 _AUTH_ERRORS = {
     "401": "No valid credentials (`Authorization: Bearer <API key or OIDC token>`).",
@@ -75,5 +83,18 @@ def document_problem_responses(app: Litestar) -> None:
             for status, description in errors.items():
                 responses[status] = OpenAPIResponse(
                     description=description, content=problem.content
+                )
+            if path in _DOWNLOADS and method == "get":
+                responses["200"] = OpenAPIResponse(
+                    description="A download (streamed).",
+                    content={
+                        # Server-sent events carry one JSON record each; files are text.
+                        media: OpenAPIMediaType(
+                            schema=Schema()
+                            if media == "text/event-stream"
+                            else Schema(type=OpenAPIType.STRING)
+                        )
+                        for media in _DOWNLOADS[path]
+                    },
                 )
             operation.responses = responses

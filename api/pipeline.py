@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from api.context import ContextFit, fit_context
 from api.grounding import Grounding, RetrievalStage, documents_block
 from api.guarding import GuardOutcome, GuardStage
 from api.reply_filter import ReplyFilter
+from api.resilience import CircuitBreaker, with_deadlines
 from api.services import LLMClient, Services
 from api.validation import ValidatedChat
-from core.errors import ContextTooLong, GenerationFailed, UnknownModel
+from core.errors import ContextTooLong, GenerationFailed, ServiceUnavailable, UnknownModel
 from models.llm.base import ChatMessage, GenerationDelta, GenerationRequest
 
 __all__ = ["ChatPipeline", "ChatRun"]
@@ -35,11 +38,15 @@ class ChatRun:
     engine: str = ""
     fallback_used: bool = False
     fallback_reason: str | None = None
+    fallback_when: Literal["before_first_token", "mid_stream"] | None = None
     reply_filter: ReplyFilter | None = None
     grounding: Grounding = _NOT_RETRIEVED
     started: float = field(default_factory=time.perf_counter)
     first_token_s: float | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Events for the client while the answer streams (e.g. a switch to the fallback); the
+    # route drains them into choice-less SSE chunks.
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def decision(self) -> str:
@@ -55,6 +62,7 @@ class ChatRun:
             "model": self.model,
             "engine": self.engine or None,
             "fallback": self.fallback_reason if self.fallback_used else None,
+            "fallback_when": self.fallback_when if self.fallback_used else None,
             "config_version": config_version,
             "prompt_version": prompt_version,
             "decision": self.decision,
@@ -91,6 +99,7 @@ class ChatPipeline:
         self._documents_prompt = services.documents_prompt
         prompts = "\x00".join([services.system_prompt, services.documents_prompt])
         self.prompt_version = "prm_" + hashlib.sha256(prompts.encode()).hexdigest()[:12]
+        self.breaker = _primary_breaker(services)
 
     @property
     def served_models(self) -> list[str]:
@@ -192,19 +201,24 @@ class ChatPipeline:
         )
         reply = run.reply_filter
         last = GenerationDelta(text="")
-        async for delta in self._generate(chat, run):
-            last = delta
-            text = reply.feed(delta.text).text if delta.text else ""
-            if delta.finish_reason is not None and not reply.leaked:
-                text += reply.flush().text
-            if reply.leaked:
-                _log.warning("reply cut: system prompt leak", extra={"request_id": run.request_id})
-                yield GenerationDelta(text, "stop", delta.prompt_tokens, delta.completion_tokens)
-                return  # leaving the loop cancels generation upstream
-            if text or delta.finish_reason is not None:
-                yield GenerationDelta(
-                    text, delta.finish_reason, delta.prompt_tokens, delta.completion_tokens
-                )
+        async with aclosing(self._generate(chat, run)) as generated:
+            async for delta in generated:
+                last = delta
+                text = reply.feed(delta.text).text if delta.text else ""
+                if delta.finish_reason is not None and not reply.leaked:
+                    text += reply.flush().text
+                if reply.leaked:
+                    _log.warning(
+                        "reply cut: system prompt leak", extra={"request_id": run.request_id}
+                    )
+                    yield GenerationDelta(
+                        text, "stop", delta.prompt_tokens, delta.completion_tokens
+                    )
+                    return  # leaving the block closes the generator: generation stops
+                if text or delta.finish_reason is not None:
+                    yield GenerationDelta(
+                        text, delta.finish_reason, delta.prompt_tokens, delta.completion_tokens
+                    )
         if last.finish_reason is None:
             tail = reply.flush().text
             if tail:
@@ -213,7 +227,9 @@ class ChatPipeline:
     async def _generate(
         self, chat: ValidatedChat, run: ChatRun
     ) -> AsyncGenerator[GenerationDelta, None]:
-        """Generate on the primary; switch to the fallback if it fails before its first token."""
+        """Generate on the primary; move to the fallback when the primary fails, misses a
+        deadline or its breaker is open: before the first token with the same request,
+        mid-stream with the text so far, which the fallback continues."""
         assert run.fit is not None
         request = GenerationRequest(
             request_id=run.request_id,
@@ -221,37 +237,182 @@ class ChatPipeline:
             sampling=chat.sampling(run.fit.max_tokens),
             prompt_token_ids=run.fit.prompt_token_ids,
         )
-        candidates: list[tuple[str, LLMClient]] = [("primary", self._services.primary)]
-        if self._services.fallback is not None:
-            candidates.append(("fallback", self._services.fallback))
-        failures: list[str] = []
-        for role, client in candidates:
-            started_output = False
+        so_far = _Progress(prompt_tokens=len(run.fit.prompt_token_ids))
+        primary_error: Exception | None = None
+        if self.breaker.allow():
+            verdict: bool | None = None  # None: says nothing about the primary's health
             try:
-                async for delta in client.generate(request):
-                    if not started_output:
-                        started_output = True
-                        run.engine = client.info().engine
-                        run.first_token_s = time.perf_counter() - run.started
-                    yield delta
+                # aclosing: a consumer that leaves (disconnect, leak cut) cancels the engine
+                # now, not when the garbage collector gets to the inner generators.
+                primary = self._engine_stream(self._services.primary, request, run, so_far)
+                async with aclosing(primary):
+                    async for delta in primary:
+                        yield delta
+                verdict = True
                 return
             except Exception as exc:
-                if started_output:
-                    raise  # mid-stream failures surface as an error event (see routes/chat)
-                failures.append(f"{role}: {type(exc).__name__}")
-                _log.warning(
-                    "engine failed before its first token",
-                    extra={
-                        "request_id": run.request_id,
-                        "engine_role": role,
-                        "error_type": type(exc).__name__,
-                    },
+                if so_far.finished:
+                    verdict = True  # the answer was complete; a late error changes nothing
+                    return
+                # A full queue is overload, not a broken primary: opening the breaker on it
+                # would send every request to the (smaller) fallback.
+                verdict = None if isinstance(exc, ServiceUnavailable) else False
+                primary_error = exc
+            finally:
+                if verdict is None:
+                    self.breaker.release()
+                elif verdict:
+                    self.breaker.record_success()
+                else:
+                    self.breaker.record_failure()
+        rescue = self._fall_back(request, run, so_far, primary_error)
+        async with aclosing(rescue):
+            async for delta in rescue:
+                yield delta
+
+    async def _fall_back(
+        self,
+        request: GenerationRequest,
+        run: ChatRun,
+        so_far: _Progress,
+        primary_error: Exception | None,
+    ) -> AsyncGenerator[GenerationDelta, None]:
+        """The fallback's answer, or its continuation of what the primary streamed."""
+        reason = "circuit_open" if primary_error is None else type(primary_error).__name__
+        mid_stream = so_far.deltas > 0
+        fallback = self._services.fallback
+        if fallback is None:
+            if primary_error is None:
+                wait = max(1, math.ceil(self.breaker.retry_after_s()))
+                raise GenerationFailed(
+                    f"The language model is failing; retry in {wait} seconds.", retry_after=wait
                 )
-                run.fallback_used = role == "primary"
-                run.fallback_reason = type(exc).__name__
-        raise GenerationFailed(
-            "No language model could answer right now ("
-            + ", ".join(failures)
-            + "). Retry in a few seconds.",
-            retry_after=5,
+            if mid_stream or isinstance(primary_error, ServiceUnavailable):
+                raise primary_error
+            raise GenerationFailed(
+                f"No language model could answer right now (primary: {reason}). "
+                "Retry in a few seconds.",
+                retry_after=5,
+            )
+        when: Literal["before_first_token", "mid_stream"] = (
+            "mid_stream" if mid_stream else "before_first_token"
         )
+        run.fallback_used, run.fallback_reason, run.fallback_when = True, reason, when
+        run.events.append({"event": "fallback", "reason": reason, "when": when})
+        _log.warning(
+            "answer moves to the fallback engine",
+            extra={
+                "request_id": run.request_id,
+                "reason": reason,
+                "when": when,
+                "completion_tokens_so_far": so_far.completion_tokens,
+            },
+        )
+        if mid_stream:
+            left = request.sampling.max_tokens - so_far.completion_tokens
+            if left <= 0:  # the primary died after its last token: the answer is complete
+                yield GenerationDelta("", "length", so_far.prompt_tokens, so_far.completion_tokens)
+                return
+            # The fallback templates the chat itself (the ids were counted for the primary's
+            # template) with the partial answer as an unfinished assistant message.
+            request = replace(
+                request,
+                prompt_token_ids=None,
+                continue_from=so_far.text,
+                sampling=replace(request.sampling, max_tokens=left),
+            )
+        rescued = _Progress()
+        deltas = self._engine_stream(fallback, request, run, rescued)
+        try:
+            async with aclosing(deltas):
+                async for delta in deltas:
+                    if not mid_stream:
+                        yield delta
+                        continue
+                    # Usage: the client's prompt once, and every token it was sent; the
+                    # partial answer re-read by the fallback is our cost, not the client's.
+                    yield GenerationDelta(
+                        delta.text,
+                        delta.finish_reason,
+                        so_far.prompt_tokens,
+                        so_far.completion_tokens + delta.completion_tokens,
+                    )
+        except Exception as exc:
+            _log.warning(
+                "fallback engine failed",
+                extra={
+                    "request_id": run.request_id,
+                    "when": when,
+                    "error_type": type(exc).__name__,
+                },
+            )
+            if mid_stream or rescued.deltas:
+                raise  # mid-stream: the route ends the stream with an error event
+            if isinstance(exc, ServiceUnavailable) and (
+                primary_error is None or isinstance(primary_error, ServiceUnavailable)
+            ):
+                raise ServiceUnavailable(
+                    "Every language model is at capacity right now. Retry in a few seconds.",
+                    retry_after=exc.retry_after,
+                ) from exc
+            raise GenerationFailed(
+                f"No language model could answer right now (primary: {reason}, "
+                f"fallback: {type(exc).__name__}). Retry in a few seconds.",
+                retry_after=5,
+            ) from exc
+
+    async def _engine_stream(
+        self, client: LLMClient, request: GenerationRequest, run: ChatRun, progress: _Progress
+    ) -> AsyncGenerator[GenerationDelta, None]:
+        """One engine's deltas under the first-token and stall deadlines, noted in
+        ``progress``; the engine's stream is cancelled at a deadline and always closed."""
+        llm = self._settings.llm
+        deltas = with_deadlines(
+            client.generate(request), first_s=llm.first_token_timeout_s, gap_s=llm.stall_timeout_s
+        )
+        try:
+            async for delta in deltas:
+                if not progress.deltas:
+                    run.engine = client.info().engine
+                    if run.first_token_s is None:
+                        run.first_token_s = time.perf_counter() - run.started
+                progress.note(delta)
+                yield delta
+        finally:
+            await deltas.aclose()
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What one engine has streamed of an answer so far."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    deltas: int = 0
+    finished: bool = False
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The answer's raw text so far (placeholders, not the user's values)."""
+        return "".join(self.parts)
+
+    def note(self, delta: GenerationDelta) -> None:
+        """Count a delta the consumer is about to receive."""
+        self.deltas += 1
+        self.parts.append(delta.text)
+        self.prompt_tokens = delta.prompt_tokens or self.prompt_tokens
+        self.completion_tokens = delta.completion_tokens
+        self.finished = delta.finish_reason is not None
+
+
+def _primary_breaker(services: Services) -> CircuitBreaker:
+    llm = services.settings.llm
+    return CircuitBreaker(
+        "llm_primary",
+        failure_threshold=llm.circuit_failure_threshold,
+        failure_rate=llm.circuit_failure_rate,
+        window_s=llm.circuit_window_s,
+        min_calls=llm.circuit_min_calls,
+        open_s=llm.circuit_open_s,
+    )

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from api.context import PromptTokenizer
+from api.history import ConversationStore
 from api.reply_filter import OutputScanner
 from api.security import ApiKeyRecord, ApiKeyStore, Authenticator, QuotaLedger, RateLimiter
+from core.audit import AuditLog
+from core.db import Database
 from core.settings import Settings
 from index.base import KnowledgeService
 from models.guard_types import GuardVerdict
@@ -83,4 +86,7 @@ class Services:
     canary_token: str
     documents_prompt: str
     security: Security
+    database: Database
+    audit: AuditLog
+    history: ConversationStore
     knowledge: KnowledgeService | None = None

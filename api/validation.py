@@ -23,6 +23,7 @@ _MAX_STOP_SEQUENCES = 4
 # Control characters other than tab, newline and carriage return carry no meaning in chat text.
 _ALLOWED_CONTROLS = {"\t", "\n", "\r"}
 _KB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_CONVERSATION_ID = re.compile(r"^conv_[0-9a-f]{24}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class ValidatedChat:
     include_usage: bool
     ignore_eos: bool = False
     knowledge_base: str | None = None
+    conversation_id: str | None = None
 
     def sampling(self, max_tokens: int) -> SamplingOptions:
         """Sampling options with the answer budget decided by the context fitter."""
@@ -130,6 +132,11 @@ def validate_chat_request(body: ChatCompletionRequest, limits: ApiSettings) -> V
             "knowledge_base: use 1-64 lower-case letters, digits, '-' or '_' "
             "(GET /v1/knowledge-bases lists them)"
         )
+    if body.conversation_id is not None and not _CONVERSATION_ID.match(body.conversation_id):
+        problems.append(
+            "conversation_id: use the `enclave.conversation_id` of an earlier answer "
+            "(conv_ followed by 24 hex digits), or leave it out to start a new conversation"
+        )
     if body.stream_options is not None and not body.stream:
         problems.append("stream_options: only allowed when stream is true")
     if problems:
@@ -149,4 +156,5 @@ def validate_chat_request(body: ChatCompletionRequest, limits: ApiSettings) -> V
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         ignore_eos=body.ignore_eos,
         knowledge_base=body.knowledge_base,
+        conversation_id=body.conversation_id,
     )

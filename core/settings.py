@@ -14,8 +14,10 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -31,10 +33,12 @@ from core.settings_security import (
 )
 
 __all__ = [
+    "AlertSettings",
     "ApiKeySettings",
     "ApiSettings",
     "AuditSettings",
     "AuthSettings",
+    "CanarySettings",
     "ContextSettings",
     "DatabaseSettings",
     "DeploymentResources",
@@ -48,6 +52,7 @@ __all__ = [
     "PathsSettings",
     "PiiPolicy",
     "RaySettings",
+    "RetentionSettings",
     "RetrievalSettings",
     "SeedKnowledgeBase",
     "Settings",
@@ -200,10 +205,49 @@ class LLMSettings(_Section):
     )
     fallback: LLMModelSettings | None = Field(
         default_factory=_default_fallback,
-        description="Engine used when the primary fails before its first token; null: none.",
+        description="Engine that takes over when the primary fails, stalls or its breaker is "
+        "open (before the first token, or mid-answer continuing the text so far); null: none.",
     )
     default_max_tokens: int = Field(
         default=512, ge=1, description="Answer budget when the client sets no max_tokens."
+    )
+    first_token_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="Seconds an engine may take to its first token (queueing included) "
+        "before the answer moves to the fallback, or fails with 503 when none is left.",
+    )
+    stall_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds an engine may go silent between two tokens before the answer "
+        "continues on the fallback from the text produced so far.",
+    )
+    circuit_failure_threshold: int = Field(
+        default=5,
+        ge=1,
+        description="Consecutive primary failures that open its circuit breaker "
+        "(requests then go straight to the fallback).",
+    )
+    circuit_failure_rate: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of failed primary calls within circuit_window_s that opens the "
+        "breaker, once circuit_min_calls calls ended in the window.",
+    )
+    circuit_window_s: float = Field(
+        default=30.0, gt=0, description="Window (seconds) over which the failure rate is measured."
+    )
+    circuit_min_calls: int = Field(
+        default=10, ge=1, description="Calls in the window before the failure rate counts."
+    )
+    circuit_open_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds an open breaker skips the primary before letting one probe through.",
     )
 
     @model_validator(mode="after")
@@ -533,6 +577,27 @@ class RetrievalSettings(_Section):
         return listed.pii_policy if listed is not None else self.default_pii_policy
 
 
+class RetentionSettings(_Section):
+    """How long each class of data is kept; a scheduled job deletes what is older."""
+
+    history_days: int | None = Field(
+        default=365,
+        ge=1,
+        description="Conversations (content and metadata) untouched for this many days are "
+        "deleted; null: kept until their user deletes them.",
+    )
+    check_interval_s: float = Field(
+        default=3600.0, ge=10, description="Seconds between two runs of the retention job."
+    )
+    audit_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Not enforced by the job: audit records are never deleted, because the "
+        "chain must verify. Archive them with `enclave audit export` (a signed bundle) and "
+        "keep the bundles for this long; null: keep the records forever.",
+    )
+
+
 class RaySettings(_Section):
     """The embedded Ray cluster (ignored when connecting to an existing cluster)."""
 
@@ -560,6 +625,137 @@ class TelemetrySettings(_Section):
     log_format: Literal["json", "text"] = Field(
         default="json", description="Log line format: structured JSON or plain text."
     )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL on this host or inside the cluster (e.g. "
+        "http://otel-collector.observability.svc:4318); traces are POSTed to "
+        "<endpoint>/v1/traces. null: spans are made (trace ids in logs, headers and audit "
+        "records) but exported nowhere.",
+    )
+    otlp_allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1", "*.svc", "*.cluster.local"],
+        description="Hosts the OTLP endpoint may name (shell-style patterns): loopback and "
+        "in-cluster Services only, so traces never leave the premises.",
+    )
+    service_name: str = Field(
+        default="enclave",
+        min_length=1,
+        max_length=64,
+        description="OpenTelemetry service.name of every Enclave process.",
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of requests whose spans are recorded and exported (decided once at "
+        "the API; replicas follow it). Trace ids exist for every request either way.",
+    )
+
+    def otlp_endpoint_problem(self, url: str) -> str | None:
+        """Why ``url`` may not receive traces, or None when it may."""
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"}:
+            return f"the OTLP endpoint must be http(s), got {parts.scheme or 'no'} scheme"
+        if parts.username or parts.password:
+            return "the OTLP endpoint must not carry credentials"
+        if parts.query or parts.fragment:
+            return "the OTLP endpoint must be a base URL without query or fragment"
+        host = (parts.hostname or "").lower()
+        if not host:
+            return "the OTLP endpoint names no host"
+        if not any(fnmatchcase(host, pattern.lower()) for pattern in self.otlp_allowed_hosts):
+            return (
+                f"OTLP host {host!r} is not in telemetry.otlp_allowed_hosts "
+                f"{self.otlp_allowed_hosts}: traces stay on this host or inside the cluster"
+            )
+        return None
+
+    @model_validator(mode="after")
+    def _otlp_stays_inside(self) -> TelemetrySettings:
+        problem = (
+            None if self.otlp_endpoint is None else self.otlp_endpoint_problem(self.otlp_endpoint)
+        )
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+
+class CanarySettings(_Section):
+    """The viability canary: one synthetic conversation through the public API, on a schedule."""
+
+    enabled: bool = Field(
+        default=True,
+        description="`enclave serve` runs the canary every interval_s with a staff key of its "
+        "own (issued once, kept in <data_dir>/secrets/canary-api-key).",
+    )
+    interval_s: float = Field(
+        default=900.0,
+        ge=10,
+        description="Seconds between two canary runs in the embedded stack. One run costs about "
+        "1.2k tokens of its key's and the tenant's quota (~115k a day at 900 s).",
+    )
+    api_key_file: Path | None = Field(
+        default=None,
+        description="File holding the canary's API key (a mounted Secret) for `enclave canary`; "
+        "null: the ENCLAVE_CANARY_API_KEY variable.",
+    )
+    question: str = Field(
+        default="Which VPN profile should I use on hotel wifi?",
+        min_length=1,
+        description="Knowledge-base question the canary asks (from the sample handbook's "
+        "evaluation set by default).",
+    )
+    expected_document: str = Field(
+        default="it-vpn",
+        min_length=1,
+        description="Document id that must be among the answer's sources (enclave.sources).",
+    )
+    timeout_s: float = Field(
+        default=120.0, gt=0, description="Longest one canary run may take, all steps together."
+    )
+
+
+class AlertSettings(_Section):
+    """Where operational alerts (canary failures and recoveries) are posted."""
+
+    webhook_url: str | None = Field(
+        default=None,
+        description="Slack-compatible incoming-webhook URL inside the cluster or on this host "
+        "(an in-cluster relay, never a public service); null: no alerts are posted. It must "
+        "not carry credentials: the settings are hashed and printed.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1", "*.svc", "*.cluster.local"],
+        description="Hosts the webhook URL may name (shell-style patterns): loopback and "
+        "in-cluster Services only, so an alert never leaves the premises.",
+    )
+    timeout_s: float = Field(
+        default=5.0, gt=0, description="Timeout of one webhook POST (one retry follows a failure)."
+    )
+
+    def url_problem(self, url: str) -> str | None:
+        """Why ``url`` may not receive alerts, or None when it may."""
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"}:
+            return f"the webhook URL must be http(s), got {parts.scheme or 'no'} scheme"
+        if parts.username or parts.password:
+            return "the webhook URL must not carry credentials"
+        host = (parts.hostname or "").lower()
+        if not host:
+            return "the webhook URL names no host"
+        if not any(fnmatchcase(host, pattern.lower()) for pattern in self.allowed_hosts):
+            return (
+                f"webhook host {host!r} is not in alerts.allowed_hosts "
+                f"{self.allowed_hosts}: alerts stay on this host or inside the cluster"
+            )
+        return None
+
+    @model_validator(mode="after")
+    def _webhook_stays_inside(self) -> AlertSettings:
+        problem = None if self.webhook_url is None else self.url_problem(self.webhook_url)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 class Settings(BaseSettings):
@@ -592,6 +788,9 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(
         default_factory=RetrievalSettings, description="Knowledge bases and grounded answers."
     )
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings, description="How long data is kept."
+    )
     ray: RaySettings = Field(default_factory=RaySettings, description="Embedded Ray.")
     telemetry: TelemetrySettings = Field(
         default_factory=TelemetrySettings, description="Logs, metrics, traces."
@@ -601,6 +800,12 @@ class Settings(BaseSettings):
     )
     limits: LimitsSettings = Field(
         default_factory=LimitsSettings, description="Request rate limits and token quotas."
+    )
+    canary: CanarySettings = Field(
+        default_factory=CanarySettings, description="The viability canary."
+    )
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings, description="Alert webhook (canary failures, recoveries)."
     )
 
     @classmethod
@@ -642,8 +847,18 @@ class Settings(BaseSettings):
         database = self.database.model_copy(
             update={"url_file": None if url_file is None else absolute(url_file)}
         )
+        key_file = self.audit.signing_key_file
+        audit = self.audit.model_copy(
+            update={"signing_key_file": None if key_file is None else absolute(key_file)}
+        )
         return self.model_copy(
-            update={"paths": paths, "guard": guard, "retrieval": retrieval, "database": database}
+            update={
+                "paths": paths,
+                "guard": guard,
+                "retrieval": retrieval,
+                "database": database,
+                "audit": audit,
+            }
         )
 
 

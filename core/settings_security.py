@@ -217,11 +217,11 @@ class LimitsSettings(_Section):
         default=600, ge=1, description="Requests one tenant may make per minute; null: unlimited."
     )
     user_tokens: TokenQuotaSettings = Field(
-        default_factory=lambda: TokenQuotaSettings(tokens=200_000, period="day"),
+        default_factory=lambda: TokenQuotaSettings(tokens=500_000, period="day"),
         description="Token quota of each user.",
     )
     tenant_tokens: TokenQuotaSettings = Field(
-        default_factory=lambda: TokenQuotaSettings(tokens=5_000_000, period="month"),
+        default_factory=lambda: TokenQuotaSettings(tokens=50_000_000, period="month"),
         description="Token quota of each tenant.",
     )
     alarm_levels: list[int] = Field(

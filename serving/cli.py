@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from core.errors import ConfigurationError, ModelStoreError
 from core.settings import Settings, config_version, load_settings
 from core.telemetry import configure_logging
+from serving.audit_cli import add_audit_commands
+from serving.canary_cli import add_canary_commands
 from serving.kb_cli import add_db_commands, add_kb_commands
 from serving.keys_cli import add_keys_commands
 
@@ -89,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     add_db_commands(commands)
     add_kb_commands(commands)
     add_keys_commands(commands)
+    add_audit_commands(commands)
+    add_canary_commands(commands)
     return parser
 
 

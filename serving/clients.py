@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.errors import EnclaveError
+from core.errors import EnclaveError, ServiceUnavailable
 from index.base import (
     DocumentInfo,
     IngestOutcome,
@@ -52,13 +53,19 @@ class HandleLLMClient:
         return self._info
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
-        """Stream deltas; leaving early cancels the call, which aborts it in the engine."""
+        """Stream deltas; leaving early cancels the call, which aborts it in the engine.
+
+        A full deployment queue raises ``ServiceUnavailable`` (503, ``Retry-After``).
+        """
         response = self._stream.generate.remote(request)
         finished = False
         try:
             async for delta in response:
                 yield delta
             finished = True
+        except Exception as exc:
+            _raise_if_back_pressure(exc, self.name)
+            raise
         finally:
             if not finished:
                 response.cancel()
@@ -80,13 +87,22 @@ class HandleGuardClient:
         self._guard = guard
 
     async def scan(self, texts: list[str]) -> list[ScanResult]:
-        """PII spans and entities per text."""
-        result: list[ScanResult] = await self._pii.scan.remote(texts)
+        """PII spans and entities per text; a full queue raises ``ServiceUnavailable``."""
+        try:
+            result: list[ScanResult] = await self._pii.scan.remote(texts)
+        except Exception as exc:
+            _raise_if_back_pressure(exc, "pii")
+            raise
         return result
 
     async def check(self, text: str) -> GuardVerdict:
-        """Intent and injection verdict for one message."""
-        verdict: GuardVerdict = await self._guard.check.remote(text)
+        """Intent and injection verdict for one message; a full queue raises
+        ``ServiceUnavailable``."""
+        try:
+            verdict: GuardVerdict = await self._guard.check.remote(text)
+        except Exception as exc:
+            _raise_if_back_pressure(exc, "guard")
+            raise
         return verdict
 
     async def check_health(self) -> None:
@@ -113,6 +129,27 @@ class TemplateTokenizer:
         return prompt_token_ids(self._tokenizer, messages)
 
 
+_BACK_PRESSURE_RETRY_AFTER_S = 2
+
+
+def _raise_if_back_pressure(exc: Exception, deployment: str) -> None:
+    """Turn Serve's "queue full" (``BackPressureError``, also wrapped in a ``RayTaskError``
+    when a replica's own call was refused) into ``ServiceUnavailable``: 503, Retry-After."""
+    from ray.exceptions import RayTaskError
+    from ray.serve.exceptions import BackPressureError
+
+    cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    if not isinstance(cause, BackPressureError):
+        return
+    hint = cause.retry_after_s
+    retry_after = math.ceil(hint) if hint else _BACK_PRESSURE_RETRY_AFTER_S
+    raise ServiceUnavailable(
+        f"The {deployment} service is at capacity. Retry in {retry_after} seconds.",
+        retry_after=max(1, retry_after),
+        extra={"deployment": deployment},
+    ) from exc
+
+
 def _unwrapped(exc: Exception) -> Exception:
     """The error a replica raised on purpose (ours), else the Ray error itself."""
     from ray.exceptions import RayTaskError
@@ -136,6 +173,7 @@ class HandleKnowledgeService:
         try:
             return await getattr(self._handle, method).remote(*args, **kwargs)
         except Exception as exc:
+            _raise_if_back_pressure(exc, "retriever")
             cause = _unwrapped(exc)
             if cause is exc:
                 raise

@@ -178,7 +178,9 @@ class APIIngress:
 
     async def __serve_build_asgi_app__(self) -> Any:
         from api.app import create_app
+        from api.history import ConversationStore
         from api.services import Services
+        from core.audit import AuditLog
         from models.pii.pattern_scanner import PatternScanner
         from serving.clients import (
             HandleGuardClient,
@@ -213,6 +215,9 @@ class APIIngress:
             canary_token=ensure_canary_token(settings.paths.data_dir),
             documents_prompt=settings.retrieval.documents_prompt_file.read_text(encoding="utf-8"),
             security=build_security(settings, db),
+            database=db,
+            audit=AuditLog.from_settings(settings),
+            history=ConversationStore(db),
             knowledge=(
                 HandleKnowledgeService(self._retriever) if self._retriever is not None else None
             ),

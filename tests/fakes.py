@@ -7,10 +7,12 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from litestar.stores.memory import MemoryStore
 from prometheus_client import CollectorRegistry
 
+from api.history import ConversationStore
 from api.security import (
     Authenticator,
     MemoryApiKeyStore,
@@ -19,8 +21,11 @@ from api.security import (
     Role,
     issue_api_key,
 )
-from api.services import Security
-from core.settings import Settings
+from api.services import Security, Services
+from core.audit import AuditLog, AuditSigner
+from core.db import Database
+from core.errors import ServiceUnavailable
+from core.settings import Settings, config_version
 from index.base import (
     DocumentInfo,
     IngestOutcome,
@@ -50,7 +55,13 @@ class WordTokenizer:
 
 @dataclass
 class ScriptedLLM:
-    """Answers every request with ``reply``, one word per delta; can be told to fail."""
+    """Answers every request with ``reply``, one word per delta; can be told to fail.
+
+    ``stall_after``: go silent for ``stall_s`` before that word (0: before the first).
+    ``overloaded``: refuse like a full Serve queue (``ServiceUnavailable``).
+    A request with ``continue_from`` gets the words with a leading space, as a model
+    continuing someone's text writes the separating space itself.
+    """
 
     reply: str = "Hello from the scripted model"
     engine: str = "scripted"
@@ -61,12 +72,17 @@ class ScriptedLLM:
     requests: list[GenerationRequest] = field(default_factory=list)
     cancelled: int = 0
     healthy: bool = True
+    stall_after: int | None = None
+    stall_s: float = 3600.0
+    overloaded: bool = False
 
     def info(self) -> EngineInfo:
         return EngineInfo(engine=self.engine, model=self.model, max_model_len=256)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         self.requests.append(request)
+        if self.overloaded:
+            raise ServiceUnavailable("queue full", retry_after=2)
         if self.fail_before_first:
             raise RuntimeError("engine down")
         words = self.reply.split(" ")[: request.sampling.max_tokens]
@@ -78,9 +94,11 @@ class ScriptedLLM:
                     raise RuntimeError("engine died mid-stream")
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
+                if self.stall_after is not None and index == self.stall_after:
+                    await asyncio.sleep(self.stall_s)
                 last = index == len(words) - 1
                 yield GenerationDelta(
-                    text=word if index == 0 else " " + word,
+                    text=word if index == 0 and not request.continue_from else " " + word,
                     finish_reason="stop" if last else None,
                     prompt_tokens=prompt,
                     completion_tokens=index + 1,
@@ -296,3 +314,31 @@ class TestKeys:
             api_keys=self.store,
             api_key_pepper=None,
         )
+
+
+def build_services(
+    settings: Settings,
+    keys: TestKeys,
+    database: Database,
+    **overrides: Any,
+) -> Services:
+    """Services over the fakes, a real SQLite store and a fresh audit key; override any part."""
+    parts: dict[str, Any] = {
+        "settings": settings,
+        "config_version": config_version(settings),
+        "primary": ScriptedLLM(),
+        "fallback": None,
+        "tokenizer": WordTokenizer(),
+        "guard": KeywordGuard(),
+        "output_scanner": RegexPII(),
+        "system_prompt": "system",
+        "canary_token": "canary",
+        "documents_prompt": "{documents}",
+        "security": keys.security(settings),
+        "database": database,
+        "audit": AuditLog(AuditSigner.generate()),
+        "history": ConversationStore(database),
+        "knowledge": FakeKnowledge(),
+    }
+    parts.update(overrides)
+    return Services(**parts)

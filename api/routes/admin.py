@@ -9,11 +9,13 @@ from typing import Any
 import msgspec
 from litestar import Controller, delete, get, post
 
+from api.audit_trail import AuditTrail
+from api.lifecycle import erase_subject
 from api.security import ApiKeyRecord, Principal, Role, issue_api_key
 from api.services import Services
 from core.errors import InvalidRequest, NotFound
 
-__all__ = ["ApiKeyController", "ApiKeyCreate"]
+__all__ = ["ApiKeyController", "ApiKeyCreate", "erase_person"]
 
 _TENANT = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -48,7 +50,11 @@ class ApiKeyController(Controller):
 
     @post("/", status_code=201, summary="Issue an API key (shown once)")
     async def create(
-        self, data: ApiKeyCreate, principal: Principal, services: Services
+        self,
+        data: ApiKeyCreate,
+        principal: Principal,
+        services: Services,
+        audit_trail: AuditTrail,
     ) -> dict[str, Any]:
         """A new key scoped to a tenant and roles; the response is the only time it is shown."""
         problems = []
@@ -76,7 +82,9 @@ class ApiKeyController(Controller):
             expires_at=expires,
         )
         await security.api_keys.add(issued.record, created_by=principal.subject)
-        return {**_shown(issued.record), "api_key": issued.plaintext}
+        shown = _shown(issued.record)
+        await audit_trail.action(principal, "api_key.created", **shown)
+        return {**shown, "api_key": issued.plaintext}
 
     @get("/", summary="List API keys (never their secrets)")
     async def list_keys(self, services: Services, tenant: str | None = None) -> dict[str, Any]:
@@ -85,7 +93,26 @@ class ApiKeyController(Controller):
         return {"data": [_shown(r) for r in records]}
 
     @delete("/{key_id:str}", status_code=204, summary="Revoke an API key")
-    async def revoke(self, key_id: str, services: Services) -> None:
+    async def revoke(
+        self, key_id: str, principal: Principal, services: Services, audit_trail: AuditTrail
+    ) -> None:
         """The key stops working at once; its record stays for the audit trail."""
         if not await services.security.api_keys.revoke(key_id, datetime.now(UTC)):
             raise NotFound(f"No API key {key_id!r}. GET /v1/admin/api-keys lists them.")
+        await audit_trail.action(principal, "api_key.revoked", key_id_revoked=key_id)
+
+
+@delete(
+    "/v1/admin/subjects/{subject:str}",
+    status_code=200,
+    tags=["admin"],
+    summary="Erase a person's data (conversations, uploaded documents)",
+)
+async def erase_person(
+    subject: str, tenant: str, principal: Principal, services: Services
+) -> dict[str, Any]:
+    """Their conversations and the documents they uploaded (and those documents' vectors)
+    are deleted; the audit log keeps PII-free records and an ``erasure`` record of this."""
+    if not _TENANT.fullmatch(tenant) or not 1 <= len(subject) <= 128:
+        raise InvalidRequest("Give the person's pseudonymous subject id and their tenant.")
+    return await erase_subject(services, principal, tenant, subject)

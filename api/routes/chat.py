@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from litestar import Controller, Request, Response, post
 from litestar.response import Stream
 
 from api.errors import problem_body
+from api.exchanges import record_exchange
 from api.openai_types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -75,8 +76,20 @@ class ChatController(Controller):
         request_id = request_id_of(request.scope)
         config_version = services.config_version
         chat = validate_chat_request(data, services.settings.api)
+        if chat.conversation_id is not None:
+            # Before any work: another user's conversation does not exist for this caller.
+            await services.history.owned(principal.tenant, principal.subject, chat.conversation_id)
         run = await pipeline.prepare(chat, request_id, principal.tenant)
         lineage = _Lineage(pipeline, run, config_version)
+
+        async def record(answer: str, last: GenerationDelta) -> None:
+            recorded = await record_exchange(
+                services, principal, chat, run, answer=answer, last=last, lineage=lineage.document()
+            )
+            lineage.extra.update(
+                {"conversation_id": recorded.conversation_id, "audit_seq": recorded.audit_seq}
+            )
+
         quota_headers: dict[str, str] = {}
         if run.fit is None:
             deltas = _canned(pipeline.canned_reply(run))
@@ -91,7 +104,7 @@ class ChatController(Controller):
                 quota_headers = _quota_headers(reservation)
             deltas = _metered(pipeline.stream(chat, run), ledger, reservation)
         if chat.stream:
-            response = await _streamed(chat, run, deltas, lineage)
+            response = await _streamed(chat, run, deltas, lineage, record)
             response.headers.update(quota_headers)
             return response
         collect = asyncio.ensure_future(_collect(deltas))
@@ -103,6 +116,7 @@ class ChatController(Controller):
             return Response(content=b"", status_code=499)
         disconnect.cancel()
         text, last = collect.result()
+        await record(text, last)  # AuditUnavailable → 503, and nothing was recorded
         completion = ChatCompletion(
             id=f"chatcmpl-{request_id}",
             created=int(time.time()),
@@ -118,6 +132,7 @@ class ChatController(Controller):
             enclave=lineage.document(),
         )
         headers = {**_lineage_headers(run, config_version), **quota_headers}
+        headers["X-Enclave-Conversation-Id"] = str(lineage.extra["conversation_id"])
         return Response(content=completion, headers=headers)
 
 
@@ -157,9 +172,13 @@ class _Lineage:
         self._pipeline = pipeline
         self._run = run
         self.config_version = config_version
+        self.extra: dict[str, Any] = {}
 
     def document(self) -> dict[str, Any]:
-        return self._run.lineage(self.config_version, self._pipeline.prompt_version)
+        return {
+            **self._run.lineage(self.config_version, self._pipeline.prompt_version),
+            **self.extra,
+        }
 
 
 async def _canned(text: str) -> AsyncGenerator[GenerationDelta, None]:
@@ -188,6 +207,7 @@ async def _streamed(
     run: ChatRun,
     deltas: AsyncGenerator[GenerationDelta, None],
     lineage: _Lineage,
+    record: Callable[[str, GenerationDelta], Awaitable[None]],
 ) -> Response[Any]:
     # Wait for the first token before answering, so that a failure before it is a proper
     # HTTP error (with status and problem details) rather than a broken 200 stream.
@@ -208,21 +228,45 @@ async def _streamed(
             )
         )
 
+    def pending_events() -> list[bytes]:
+        # What the pipeline announced mid-answer (a switch to the fallback engine): one
+        # choice-less chunk each, like the lineage chunk; OpenAI clients skip them.
+        out = [
+            encode_frame(
+                ChatCompletionChunk(
+                    id=chunk_id, created=created, model=run.model, choices=[], enclave=event
+                )
+            )
+            for event in run.events
+        ]
+        run.events.clear()
+        return out
+
     async def frames() -> AsyncIterator[bytes]:
         last = first
+        parts = [first.text]
         yield chunk(Delta(role="assistant", content=first.text))
+        for frame in pending_events():
+            yield frame
         try:
             if first.finish_reason is None:
                 async for delta in deltas:
+                    for frame in pending_events():
+                        yield frame
                     last = delta
                     if delta.text:
+                        parts.append(delta.text)
                         yield chunk(Delta(content=delta.text))
                     if delta.finish_reason is not None:
                         break
         except EnclaveError as exc:
+            for frame in pending_events():
+                yield frame
             yield _error_frame(exc.title, exc.detail, exc.type_slug, exc.status_code, run)
             return
         except Exception as exc:
+            for frame in pending_events():
+                yield frame
             _log.warning(
                 "stream failed mid-answer",
                 extra={"request_id": run.request_id, "error_type": type(exc).__name__},
@@ -237,6 +281,11 @@ async def _streamed(
             return
         finally:
             await deltas.aclose()
+        try:
+            await record("".join(parts), last)
+        except EnclaveError as exc:  # the audit log is down: the answer was not recorded
+            yield _error_frame(exc.title, exc.detail, exc.type_slug, exc.status_code, run)
+            return
         yield chunk(Delta(), last.finish_reason or "stop")
         if chat.include_usage:
             yield encode_frame(
@@ -258,6 +307,8 @@ async def _streamed(
 
     headers = _lineage_headers(run, lineage.config_version)
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    if chat.conversation_id is not None:
+        headers["X-Enclave-Conversation-Id"] = chat.conversation_id
     return Stream(frames(), media_type="text/event-stream", headers=headers)
 
 

@@ -61,6 +61,8 @@ async def info(services: Services) -> dict[str, Any]:
         "version": version("enclave"),
         "config_version": services.config_version,
         "profile": services.settings.profile,
+        # Auditors pin this key when they check exported bundles offline.
+        "audit_key_id": services.audit.signer.key_id,
         "engines": {
             role: {
                 "engine": e.engine,

@@ -10,6 +10,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
 
+from api.audit_trail import AuditTrail
 from api.security import Principal
 from api.services import Services
 from core.errors import ServiceUnavailable, UnsupportedMediaType
@@ -51,7 +52,11 @@ class KnowledgeBaseController(Controller):
 
     @post("/", status_code=201, summary="Create a knowledge base")
     async def create_base(
-        self, data: KnowledgeBaseCreate, services: Services, principal: Principal
+        self,
+        data: KnowledgeBaseCreate,
+        services: Services,
+        principal: Principal,
+        audit_trail: AuditTrail,
     ) -> dict[str, Any]:
         """An empty knowledge base; its PII policy defaults to the settings'."""
         base = await _service(services).create_base(
@@ -61,6 +66,9 @@ class KnowledgeBaseController(Controller):
             pii_policy=data.pii_policy,
             actor=principal.subject,
         )
+        await audit_trail.action(
+            principal, "kb.created", knowledge_base=base.name, pii_policy=base.pii_policy
+        )
         return asdict(base)
 
     @get("/{name:str}", summary="Show a knowledge base")
@@ -69,9 +77,12 @@ class KnowledgeBaseController(Controller):
         return asdict(await _service(services).get_base(principal.tenant, name))
 
     @delete("/{name:str}", status_code=204, summary="Delete a knowledge base")
-    async def delete_base(self, name: str, services: Services, principal: Principal) -> None:
+    async def delete_base(
+        self, name: str, services: Services, principal: Principal, audit_trail: AuditTrail
+    ) -> None:
         """The knowledge base, its documents, chunks and index files."""
         await _service(services).delete_base(principal.tenant, name)
+        await audit_trail.action(principal, "kb.deleted", knowledge_base=name)
 
     @post(
         "/{name:str}/documents",
@@ -80,7 +91,12 @@ class KnowledgeBaseController(Controller):
         request_max_body_size=_UPLOAD_LIMIT,
     )
     async def upload(
-        self, name: str, services: Services, principal: Principal, request: Request[Any, Any, Any]
+        self,
+        name: str,
+        services: Services,
+        principal: Principal,
+        audit_trail: AuditTrail,
+        request: Request[Any, Any, Any],
     ) -> dict[str, Any]:
         """Markdown, text, HTML or PDF files, ingested all or nothing.
 
@@ -114,15 +130,34 @@ class KnowledgeBaseController(Controller):
 
     @delete("/{name:str}/documents/{doc_id:str}", status_code=200, summary="Delete a document")
     async def delete_document(
-        self, name: str, doc_id: str, services: Services, principal: Principal
+        self,
+        name: str,
+        doc_id: str,
+        services: Services,
+        principal: Principal,
+        audit_trail: AuditTrail,
     ) -> dict[str, Any]:
         """Remove a document and its vectors (a new index version without them)."""
-        return asdict(await _service(services).delete_document(principal.tenant, name, doc_id))
+        outcome = await _service(services).delete_document(principal.tenant, name, doc_id)
+        await audit_trail.action(
+            principal,
+            "kb.document_deleted",
+            knowledge_base=name,
+            doc_id=doc_id,
+            version=outcome.version,
+        )
+        return asdict(outcome)
 
     @post("/{name:str}/reindex", status_code=200, summary="Re-index a knowledge base")
-    async def reindex(self, name: str, services: Services, principal: Principal) -> dict[str, Any]:
+    async def reindex(
+        self, name: str, services: Services, principal: Principal, audit_trail: AuditTrail
+    ) -> dict[str, Any]:
         """Rebuild the index beside the live one and swap it in atomically."""
-        return asdict(await _service(services).reindex(principal.tenant, name))
+        outcome = await _service(services).reindex(principal.tenant, name)
+        await audit_trail.action(
+            principal, "kb.reindexed", knowledge_base=name, version=outcome.version
+        )
+        return asdict(outcome)
 
     @get("/{name:str}/passages/{chunk_id:str}", summary="Open a cited passage")
     async def passage(

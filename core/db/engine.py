@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from core.errors import ConfigurationError
 from core.settings import Settings
@@ -69,7 +70,11 @@ class Database:
         """Connect lazily (no I/O until the first query)."""
         if url.startswith("sqlite"):
             ensure_sqlite_folder(url)
-            engine = create_async_engine(url, connect_args={"timeout": connect_timeout_s})
+            # No pool: a SQLite connection is a file handle (cheap to open), and pooled
+            # aiosqlite connections are tied to the event loop that opened them.
+            engine = create_async_engine(
+                url, connect_args={"timeout": connect_timeout_s}, poolclass=NullPool
+            )
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             engine = create_async_engine(

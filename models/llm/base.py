@@ -42,12 +42,19 @@ class SamplingOptions:
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """A chat to complete; ``prompt_token_ids`` may be given to skip templating."""
+    """A chat to complete; ``prompt_token_ids`` may be given to skip templating.
+
+    ``continue_from``: the beginning of the assistant's answer, already produced (by an
+    engine that failed mid-stream); the engine templates it as a final, unfinished
+    assistant message and generates only its continuation. Given ``prompt_token_ids``
+    must then already include it.
+    """
 
     request_id: str
     messages: tuple[ChatMessage, ...]
     sampling: SamplingOptions
     prompt_token_ids: tuple[int, ...] | None = None
+    continue_from: str = ""
 
 
 @dataclass(frozen=True, slots=True)

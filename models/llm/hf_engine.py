@@ -87,7 +87,7 @@ class TransformersEngine:
         ids = (
             list(request.prompt_token_ids)
             if request.prompt_token_ids is not None
-            else prompt_token_ids(self._tokenizer, request.messages)
+            else prompt_token_ids(self._tokenizer, request.messages, request.continue_from)
         )
         async with self._slots:
             self._active += 1

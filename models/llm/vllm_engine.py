@@ -96,7 +96,7 @@ class VLLMEngine:
         ids = (
             list(request.prompt_token_ids)
             if request.prompt_token_ids is not None
-            else prompt_token_ids(self._tokenizer, request.messages)
+            else prompt_token_ids(self._tokenizer, request.messages, request.continue_from)
         )
         options = request.sampling
         params = SamplingParams(

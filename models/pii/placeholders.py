@@ -59,6 +59,18 @@ class PlaceholderVault:
         """Placeholders of this vault turned back into their values (unknown ones kept)."""
         return PLACEHOLDER_RE.sub(lambda m: self._by_placeholder.get(m.group(0), m.group(0)), text)
 
+    def conceal(self, text: str) -> str:
+        """The values of this vault in ``text`` turned back into their placeholders.
+
+        For storing what the user saw (values restored) without the values: a reply is kept
+        as the model wrote it, placeholders and all.
+        """
+        for value, placeholder in sorted(
+            ((v, p) for p, v in self._by_placeholder.items()), key=lambda item: -len(item[0])
+        ):
+            text = text.replace(value, placeholder)
+        return text
+
     def counts(self) -> dict[str, int]:
         """How many distinct values of each type were protected (no values)."""
         return dict(self._counters)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -28,7 +31,9 @@ def stack(
     monkeypatch_session: pytest.MonkeyPatch,
 ) -> Iterator[RunningStack]:
     """The embedded stack as `make run` starts it (test profile, own data dir and port)."""
-    workdir = tmp_path_factory.mktemp("stack")
+    # Short on purpose: Ray puts AF_UNIX sockets under the data dir, and their paths must stay
+    # under 108 bytes (pytest's numbered temp folders grow past that).
+    workdir = Path(tempfile.mkdtemp(prefix="enclave-e2e-"))
     guard_log = workdir / "egress-violations.jsonl"
     # The test process (the openai client) runs under the same guard as the stack.
     monkeypatch_session.setenv("ENCLAVE_EGRESS_GUARD_LOG", str(guard_log))
@@ -53,6 +58,7 @@ def stack(
         problems.append(f"egress attempts: {running.violations()}")
     if problems:
         pytest.fail("; ".join(problems) + "\n" + running.log_text()[-3000:])
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from openai import OpenAI
 
@@ -56,7 +58,7 @@ def test_out_of_scope_and_escalation(client: OpenAI, model_name: str) -> None:
 
 
 def test_pii_canary_restored_for_the_user_and_nowhere_else(
-    client: OpenAI, model_name: str, stack: RunningStack
+    client: OpenAI, model_name: str, stack: RunningStack, auth: Callable[[str], dict[str, str]]
 ) -> None:
     values = _canary_values()
     assert len(values) >= 8
@@ -85,8 +87,18 @@ def test_pii_canary_restored_for_the_user_and_nowhere_else(
             messages=[{"role": "user", "content": f"Please file this under my details: {other}"}],
         )
         assert lineage_of(completion)["pii"]["protected"], other
-    # Every sink the stack wrote during the run: its logs and everything in its data dir.
-    haystacks = [("stack log", stack.log_text())]
+    # Every sink the stack wrote during the run: its logs, everything in its data dir (the
+    # SQLite database with the history and the audit log included), the audit export and
+    # the user's own history as the API serves it.
+    audit_export = httpx.get(f"{stack.base_url}/v1/audit/export", headers=auth("auditor"))
+    assert audit_export.status_code == 200
+    assert '"chat.exchange"' in audit_export.text
+    history = httpx.get(f"{stack.base_url}/v1/conversations", headers=auth("staff")).text
+    haystacks = [
+        ("stack log", stack.log_text()),
+        ("audit export", audit_export.text),
+        ("history", history),
+    ]
     for path in stack.data_dir.rglob("*"):
         if path.is_file() and path.stat().st_size < 50_000_000:
             haystacks.append((str(path), path.read_text(errors="replace")))

@@ -95,7 +95,7 @@ def two_api_processes(tmp_path: Path) -> Iterator[tuple[list[str], str, str]]:
 def test_fifty_concurrent_chats_never_exceed_the_shared_quota(
     two_api_processes: tuple[list[str], str, str],
 ) -> None:
-    urls, admin_key, prefix = two_api_processes
+    urls, admin_key, _ = two_api_processes
     created = httpx.post(
         f"{urls[0]}/v1/admin/api-keys",
         json={"name": "quota test", "tenant": "default", "roles": ["staff"]},

@@ -13,9 +13,9 @@ from litestar.testing import TestClient
 
 from api.access import PUBLIC, ROUTE_POLICY
 from api.app import create_app
-from api.services import Services
-from core.settings import Settings, config_version
-from tests.fakes import FakeKnowledge, KeywordGuard, RegexPII, ScriptedLLM, TestKeys, WordTokenizer
+from core.db import Database
+from core.settings import Settings
+from tests.fakes import TestKeys, build_services
 
 CALLERS = [
     "anonymous",
@@ -36,6 +36,7 @@ ROLE_OF = {
     "foreign_staff": "staff",
     "foreign_admin": "tenant_admin",
 }
+CONV = "conv_" + "0" * 24
 CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "vpn at the hotel?"}]}
 # How to call each route, and what a caller allowed in tenant "default" gets.
 CALLS: dict[tuple[str, str], tuple[str, dict[str, Any], int]] = {
@@ -82,6 +83,30 @@ CALLS: dict[tuple[str, str], tuple[str, dict[str, Any], int]] = {
         201,
     ),
     ("DELETE", "/v1/admin/api-keys/{key_id}"): ("/v1/admin/api-keys/{staff_key_id}", {}, 204),
+    ("GET", "/v1/conversations"): ("/v1/conversations", {}, 200),
+    # No such conversation: allowed callers get 404, the others 401/403 before that.
+    ("GET", "/v1/conversations/{conversation_id}"): (f"/v1/conversations/{CONV}", {}, 404),
+    ("PATCH", "/v1/conversations/{conversation_id}"): (
+        f"/v1/conversations/{CONV}",
+        {"json": {"title": "renamed"}},
+        404,
+    ),
+    ("DELETE", "/v1/conversations/{conversation_id}"): (f"/v1/conversations/{CONV}", {}, 404),
+    ("GET", "/v1/conversations/{conversation_id}/export"): (
+        f"/v1/conversations/{CONV}/export",
+        {},
+        404,
+    ),
+    ("GET", "/v1/audit/records"): ("/v1/audit/records", {}, 200),
+    ("GET", "/v1/audit/export"): ("/v1/audit/export", {}, 200),
+    ("GET", "/v1/audit/verify"): ("/v1/audit/verify", {}, 200),
+    ("GET", "/v1/audit/bundle"): ("/v1/audit/bundle", {}, 200),
+    ("GET", "/v1/audit/events"): ("/v1/audit/events", {"params": {"idle_timeout_s": 0}}, 200),
+    ("DELETE", "/v1/admin/subjects/{subject}"): (
+        "/v1/admin/subjects/u_nobody",
+        {"params": {"tenant": "default"}},
+        200,
+    ),
     ("GET", "/schema"): ("/schema", {}, 200),
     ("GET", "/schema/openapi.json"): ("/schema/openapi.json", {}, 200),
     ("GET", "/schema/openapi.yaml"): ("/schema/openapi.yaml", {}, 200),
@@ -111,6 +136,17 @@ MAY_CALL: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/v1/admin/api-keys"): {"platform_admin"},
     ("POST", "/v1/admin/api-keys"): {"platform_admin"},
     ("DELETE", "/v1/admin/api-keys/{key_id}"): {"platform_admin"},
+    ("GET", "/v1/conversations"): {"staff", "tenant_admin"},
+    ("GET", "/v1/conversations/{conversation_id}"): {"staff", "tenant_admin"},
+    ("PATCH", "/v1/conversations/{conversation_id}"): {"staff", "tenant_admin"},
+    ("DELETE", "/v1/conversations/{conversation_id}"): {"staff", "tenant_admin"},
+    ("GET", "/v1/conversations/{conversation_id}/export"): {"staff", "tenant_admin"},
+    ("GET", "/v1/audit/records"): {"auditor"},
+    ("GET", "/v1/audit/export"): {"auditor"},
+    ("GET", "/v1/audit/verify"): {"auditor"},
+    ("GET", "/v1/audit/bundle"): {"auditor"},
+    ("GET", "/v1/audit/events"): {"auditor"},
+    ("DELETE", "/v1/admin/subjects/{subject}"): {"platform_admin"},
     ("GET", "/schema"): EVERYONE,
     ("GET", "/schema/openapi.json"): EVERYONE,
     ("GET", "/schema/openapi.yaml"): EVERYONE,
@@ -131,39 +167,18 @@ def app_routes(app: Litestar) -> set[tuple[str, str]]:
 
 
 @pytest.fixture
-def app_and_keys(settings: Settings, keys: TestKeys) -> Iterator[tuple[TestClient, TestKeys]]:
-    services = Services(
-        settings=settings,
-        config_version=config_version(settings),
-        primary=ScriptedLLM(),
-        fallback=None,
-        tokenizer=WordTokenizer(),
-        guard=KeywordGuard(),
-        output_scanner=RegexPII(),
-        system_prompt="system",
-        canary_token="canary",
-        documents_prompt="{documents}",
-        security=keys.security(settings),
-        knowledge=FakeKnowledge(),
-    )
+def app_and_keys(
+    settings: Settings, keys: TestKeys, database: Database
+) -> Iterator[tuple[TestClient, TestKeys]]:
+    services = build_services(settings, keys, database)
     with TestClient(app=create_app(services)) as client:
         yield client, keys
 
 
-def test_every_route_declares_who_may_call_it(settings: Settings, keys: TestKeys) -> None:
-    services = Services(
-        settings=settings,
-        config_version="cfg",
-        primary=ScriptedLLM(),
-        fallback=None,
-        tokenizer=WordTokenizer(),
-        guard=KeywordGuard(),
-        output_scanner=RegexPII(),
-        system_prompt="system",
-        canary_token="canary",
-        documents_prompt="{documents}",
-        security=keys.security(settings),
-    )
+def test_every_route_declares_who_may_call_it(
+    settings: Settings, keys: TestKeys, database: Database
+) -> None:
+    services = build_services(settings, keys, database)
     routes = app_routes(create_app(services))
     assert routes - set(ROUTE_POLICY) == set(), "routes without a declared policy"
     assert set(ROUTE_POLICY) - routes == set(), "policies for routes that do not exist"
@@ -194,8 +209,8 @@ def test_route_by_caller(app_and_keys: tuple[TestClient, TestKeys], route: tuple
     for caller in CALLERS:
         url = template.replace("{staff_key_id}", keys.plaintext["auditor"][4:20])
         headers = {} if caller == "anonymous" else keys.header(caller)
-        response = client.request(method, url, headers=headers, **kwargs)
         want = expected_status(route, caller, url, success)
+        response = client.request(method, url, headers=headers, **kwargs)
         if response.status_code != want:
             failures.append(f"{caller}: {response.status_code} (want {want}) {response.text[:120]}")
         if response.status_code in {401, 403}:

@@ -212,9 +212,10 @@ def test_both_engines_down_is_503_with_retry_after(
 
 
 def test_mid_stream_failure_ends_with_an_error_event(
-    client: TestClient, primary: ScriptedLLM
+    client: TestClient, primary: ScriptedLLM, fallback: ScriptedLLM
 ) -> None:
     primary.fail_after = 2
+    fallback.fail_before_first = True  # a working fallback would finish the answer
     frames = iter_frames(client.post(URL, json=body(stream=True)).content)
     last = json.loads(frames[-1])
     assert last["error"]["type"] == "generation-interrupted"
@@ -251,3 +252,27 @@ def test_info_reports_config_version(client: TestClient) -> None:
 def test_openapi_schema_is_served(client: TestClient) -> None:
     schema = client.get("/schema/openapi.json").json()
     assert "/v1/chat/completions" in schema["paths"]
+
+
+def test_mid_stream_fallback_is_announced_and_the_answer_completes(
+    client: TestClient, primary: ScriptedLLM, fallback: ScriptedLLM
+) -> None:
+    primary.fail_after = 2
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "test-model",
+            "stream": True,
+            "messages": [{"role": "user", "content": "tell me about the vpn"}],
+        },
+    )
+    chunks = [json.loads(f) for f in iter_frames(response.content)[:-1]]
+    events = [
+        c["enclave"] for c in chunks if not c["choices"] and "event" in (c.get("enclave") or {})
+    ]
+    assert events == [{"event": "fallback", "reason": "RuntimeError", "when": "mid_stream"}]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text.startswith("Hello from")  # the primary's first words, then the fallback's
+    assert "Fallback answer" in text
+    lineage = chunks[-1]["enclave"]
+    assert lineage["fallback_when"] == "mid_stream"

@@ -5,6 +5,8 @@ matches its schema. (The models are fakes here; the e2e suite runs the real ones
 from __future__ import annotations
 
 import asyncio
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +20,13 @@ from schemathesis.specs.openapi.checks import (
 
 from api.app import create_app
 from api.security import issue_api_key
-from api.services import Services
-from core.settings import Settings, config_version
-from tests.fakes import FakeKnowledge, KeywordGuard, RegexPII, ScriptedLLM, TestKeys, WordTokenizer
+from core.db import Database
+from core.settings import Settings
+from tests.fakes import TestKeys, build_services
 
 
 @pytest.fixture(scope="module")
-def api_schema(tmp_path_factory: pytest.TempPathFactory) -> object:
+def api_schema(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> object:
     tuned = Settings(
         paths={"data_dir": tmp_path_factory.mktemp("fuzz")},
         llm={"primary": {"served_name": "test-model"}, "fallback": None},
@@ -37,19 +39,13 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> object:
         name="fuzz",
     )
     asyncio.run(keys.store.add(everything.record))
-    services = Services(
-        settings=tuned,
-        config_version=config_version(tuned),
-        primary=ScriptedLLM(),
-        fallback=None,
-        tokenizer=WordTokenizer(),
-        guard=KeywordGuard(),
-        output_scanner=RegexPII(),
-        system_prompt="system",
-        canary_token="canary",
-        documents_prompt="{documents}",
+    database_path = tmp_path_factory.mktemp("fuzz-db") / "enclave.db"
+    shutil.copyfile(migrated_db, database_path)
+    services = build_services(
+        tuned,
+        keys,
+        Database.from_url(f"sqlite+aiosqlite:///{database_path}"),
         security=keys.security(tuned),
-        knowledge=FakeKnowledge(),
     )
     headers = {"Authorization": f"Bearer {everything.plaintext}"}
     schema = schemathesis.openapi.from_asgi(

@@ -11,17 +11,10 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.services import Services
 from api.sse import iter_frames
-from core.settings import Settings, config_version
-from tests.fakes import (
-    FakeKnowledge,
-    KeywordGuard,
-    RegexPII,
-    ScriptedLLM,
-    TestKeys,
-    WordTokenizer,
-)
+from core.db import Database
+from core.settings import Settings
+from tests.fakes import FakeKnowledge, KeywordGuard, ScriptedLLM, TestKeys, build_services
 from tests.unit.conftest import CANARY, DOCUMENTS_PROMPT, SYSTEM_PROMPT
 
 URL = "/v1/chat/completions"
@@ -113,7 +106,11 @@ def test_naming_a_knowledge_base(client: TestClient, knowledge: FakeKnowledge) -
 
 @pytest.fixture
 def slow_client(
-    settings: Settings, primary: ScriptedLLM, guard: KeywordGuard, keys: TestKeys
+    settings: Settings,
+    primary: ScriptedLLM,
+    guard: KeywordGuard,
+    keys: TestKeys,
+    database: Database,
 ) -> Iterator[tuple[TestClient, FakeKnowledge]]:
     tuned = settings.model_copy(
         update={
@@ -123,14 +120,12 @@ def slow_client(
         }
     )
     knowledge = FakeKnowledge(delay_s=0.0)
-    services = Services(
-        settings=tuned,
-        config_version=config_version(tuned),
+    services = build_services(
+        tuned,
+        keys,
+        database,
         primary=primary,
-        fallback=None,
-        tokenizer=WordTokenizer(),
         guard=guard,
-        output_scanner=RegexPII(),
         system_prompt=SYSTEM_PROMPT,
         canary_token=CANARY,
         documents_prompt=DOCUMENTS_PROMPT,

@@ -9,18 +9,11 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.services import Services
+from core.db import Database
 from core.errors import InvalidRequest
-from core.settings import Settings, config_version
+from core.settings import Settings
 from index.base import IngestOutcome, UploadedFile
-from tests.fakes import (
-    FakeKnowledge,
-    KeywordGuard,
-    RegexPII,
-    ScriptedLLM,
-    TestKeys,
-    WordTokenizer,
-)
+from tests.fakes import FakeKnowledge, TestKeys, build_services
 
 URL = "/v1/knowledge-bases/handbook/documents"
 
@@ -40,22 +33,11 @@ class RecordingKnowledge(FakeKnowledge):
 
 
 @pytest.fixture
-def admin(settings: Settings, keys: TestKeys) -> Iterator[tuple[TestClient, RecordingKnowledge]]:
+def admin(
+    settings: Settings, keys: TestKeys, database: Database
+) -> Iterator[tuple[TestClient, RecordingKnowledge]]:
     knowledge = RecordingKnowledge()
-    services = Services(
-        settings=settings,
-        config_version=config_version(settings),
-        primary=ScriptedLLM(),
-        fallback=None,
-        tokenizer=WordTokenizer(),
-        guard=KeywordGuard(),
-        output_scanner=RegexPII(),
-        system_prompt="system",
-        canary_token="canary",
-        documents_prompt="{documents}",
-        security=keys.security(settings),
-        knowledge=knowledge,
-    )
+    services = build_services(settings, keys, database, knowledge=knowledge)
     with TestClient(app=create_app(services)) as client:
         client.headers.update(keys.header("tenant_admin"))
         yield client, knowledge

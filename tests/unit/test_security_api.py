@@ -11,29 +11,18 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.services import Services
-from core.settings import Settings, config_version
+from core.db import Database
+from core.settings import Settings
 from core.settings_security import TokenQuotaSettings
-from tests.fakes import FakeKnowledge, KeywordGuard, RegexPII, ScriptedLLM, TestKeys, WordTokenizer
+from tests.fakes import ScriptedLLM, TestKeys, build_services
 
 CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "vpn at the hotel?"}]}
 
 
-def build(settings: Settings, keys: TestKeys, primary: ScriptedLLM | None = None) -> TestClient:
-    services = Services(
-        settings=settings,
-        config_version=config_version(settings),
-        primary=primary or ScriptedLLM(),
-        fallback=None,
-        tokenizer=WordTokenizer(),
-        guard=KeywordGuard(),
-        output_scanner=RegexPII(),
-        system_prompt="system",
-        canary_token="canary",
-        documents_prompt="{documents}",
-        security=keys.security(settings),
-        knowledge=FakeKnowledge(),
-    )
+def build(
+    settings: Settings, keys: TestKeys, database: Database, primary: ScriptedLLM | None = None
+) -> TestClient:
+    services = build_services(settings, keys, database, primary=primary or ScriptedLLM())
     return TestClient(app=create_app(services))
 
 
@@ -42,8 +31,8 @@ def tuned(settings: Settings, **limits: Any) -> Settings:
 
 
 @pytest.fixture
-def api(settings: Settings, keys: TestKeys) -> Iterator[TestClient]:
-    with build(settings, keys) as client:
+def api(settings: Settings, keys: TestKeys, database: Database) -> Iterator[TestClient]:
+    with build(settings, keys, database) as client:
         yield client
 
 
@@ -113,9 +102,11 @@ def test_malformed_credentials_are_refused_without_echo(api: TestClient) -> None
         assert value.split(" ", 1)[-1] not in response.json()["detail"] or value == "Bearer"
 
 
-def test_request_rate_limit_per_user_and_tenant(settings: Settings, keys: TestKeys) -> None:
+def test_request_rate_limit_per_user_and_tenant(
+    settings: Settings, keys: TestKeys, database: Database
+) -> None:
     limited = tuned(settings, user_requests_per_minute=2, tenant_requests_per_minute=3)
-    with build(limited, keys) as client:
+    with build(limited, keys, database) as client:
         staff, admin = keys.header("staff"), keys.header("tenant_admin")
         first = client.get("/v1/me", headers=staff)
         assert first.headers["ratelimit-limit"] == "2"
@@ -134,11 +125,11 @@ def test_request_rate_limit_per_user_and_tenant(settings: Settings, keys: TestKe
 
 
 def test_token_quota_reserves_settles_and_refuses_with_the_reset_time(
-    settings: Settings, keys: TestKeys
+    settings: Settings, keys: TestKeys, database: Database
 ) -> None:
     small = tuned(settings, user_tokens=TokenQuotaSettings(tokens=60, period="day"))
     primary = ScriptedLLM(reply="one two three")
-    with build(small, keys, primary) as client:
+    with build(small, keys, database, primary) as client:
         staff = keys.header("staff")
         answer = client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 10}, headers=staff)
         assert answer.status_code == 200, answer.text
@@ -175,14 +166,16 @@ def test_security_headers_and_hsts_behind_tls(api: TestClient, keys: TestKeys) -
     assert error.headers["x-content-type-options"] == "nosniff"
 
 
-def test_cors_only_for_configured_origins(settings: Settings, keys: TestKeys) -> None:
-    with build(settings, keys) as closed:
+def test_cors_only_for_configured_origins(
+    settings: Settings, keys: TestKeys, database: Database
+) -> None:
+    with build(settings, keys, database) as closed:
         response = closed.get("/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in response.headers
     allowed = settings.model_copy(
         update={"api": settings.api.model_copy(update={"cors_origins": ["https://portal.corp"]})}
     )
-    with build(allowed, keys) as open_client:
+    with build(allowed, keys, database) as open_client:
         ok = open_client.get("/healthz", headers={"Origin": "https://portal.corp"})
         assert ok.headers["access-control-allow-origin"] == "https://portal.corp"
         other = open_client.get("/healthz", headers={"Origin": "https://evil.example"})
@@ -200,9 +193,11 @@ def test_oversized_bodies_and_forged_request_ids(api: TestClient, keys: TestKeys
     assert forged.headers["x-request-id"].startswith("req_")
 
 
-def test_sse_frames_cannot_be_forged_by_content(settings: Settings, keys: TestKeys) -> None:
+def test_sse_frames_cannot_be_forged_by_content(
+    settings: Settings, keys: TestKeys, database: Database
+) -> None:
     primary = ScriptedLLM(reply="line\n\ndata: [DONE]\n\nevent: error")
-    with build(settings, keys, primary) as client:
+    with build(settings, keys, database, primary) as client:
         response = client.post(
             "/v1/chat/completions", json={**CHAT, "stream": True}, headers=keys.header("staff")
         )

@@ -1,0 +1,87 @@
+"""An exchange's record: its conversation rows and its audit record, in one transaction.
+
+The history keeps what the model saw and wrote (placeholders, never the user's values); the
+audit record keeps the lineage (ids, decisions, counts, timings). If either cannot be
+written, neither is, and the caller reports ``AuditUnavailable`` (503).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from api.history import StoredMessage
+from api.pipeline import ChatRun
+from api.security import Principal
+from api.services import Services
+from api.validation import ValidatedChat
+from models.llm.base import GenerationDelta
+
+__all__ = ["RecordedExchange", "record_exchange"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedExchange:
+    """Where the exchange was recorded."""
+
+    conversation_id: str
+    message_ids: tuple[str, ...]
+    audit_seq: int
+
+
+def _new_messages(chat: ValidatedChat, run: ChatRun, answer: str) -> list[StoredMessage]:
+    scrubbed = [m for m in run.guard.messages if m.role != "system"]
+    if chat.conversation_id is not None:
+        # The conversation holds the earlier turns already: only this turn is new.
+        scrubbed = scrubbed[-1:]
+    stored = [StoredMessage(m.role, m.content) for m in scrubbed]
+    lineage = {"decision": run.decision, "sources": run.grounding.citations()}
+    stored.append(
+        StoredMessage(
+            "assistant",
+            run.guard.vault.conceal(answer),
+            request_id=run.request_id,
+            lineage=lineage,
+        )
+    )
+    return stored
+
+
+async def record_exchange(
+    services: Services,
+    principal: Principal,
+    chat: ValidatedChat,
+    run: ChatRun,
+    *,
+    answer: str,
+    last: GenerationDelta,
+    lineage: dict[str, Any],
+) -> RecordedExchange:
+    """Write the conversation rows and the audit record together."""
+    audit = services.audit
+    async with audit.transaction(services.database) as connection:
+        conversation_id, message_ids = await services.history.record_exchange(
+            connection,
+            tenant=principal.tenant,
+            user_id=principal.subject,
+            conversation_id=chat.conversation_id,
+            new_messages=_new_messages(chat, run, answer),
+        )
+        record = await audit.append(
+            connection,
+            tenant=principal.tenant,
+            actor=principal.subject,
+            event_type="chat.blocked" if run.decision == "block" else "chat.exchange",
+            event={
+                "request_id": run.request_id,
+                "conversation_id": conversation_id,
+                "message_ids": message_ids,
+                "auth_method": principal.auth_method,
+                "usage": {
+                    "prompt_tokens": last.prompt_tokens,
+                    "completion_tokens": last.completion_tokens,
+                },
+                "lineage": lineage,
+            },
+        )
+    return RecordedExchange(conversation_id, tuple(message_ids), record.seq)

@@ -1,0 +1,270 @@
+"""``/v1/audit``: the auditor's read-only view of the tamper-evident log.
+
+Auditors read their own tenant's records; verification covers the whole chain (it reveals
+only counts and the first broken sequence number). Exports stream in bounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, get
+from litestar.background_tasks import BackgroundTask
+from litestar.params import Parameter
+from litestar.response import File, Stream
+
+from api.audit_trail import AuditTrail
+from api.security import Forbidden, Principal
+from api.services import Services
+from api.sse import encode_frame
+from core.audit import ExportFilter, csv_lines, iter_records, jsonl_lines, write_bundle
+from core.audit.records import AuditRecord
+from core.errors import InvalidRequest
+
+__all__ = ["AuditController"]
+
+_MAX_PAGE = 500
+_POLL_S = 1.0
+# Sequence numbers are positive and stay exact in JSON (canonical JSON allows 2**53 - 1).
+Seq = Annotated[int, Parameter(ge=0, le=2**53 - 1)]
+
+
+def _filters(
+    principal: Principal,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    tenant: str | None,
+    actor: str | None,
+    event_type: str | None,
+    after_seq: int | None,
+) -> ExportFilter:
+    if tenant is not None and tenant != principal.tenant:
+        msg = f"Auditors read their own tenant's records ({principal.tenant!r})."
+        raise Forbidden(msg)
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            msg = f"{name}: include a time zone, e.g. 2026-11-27T00:00:00Z."
+            raise InvalidRequest(msg)
+    return ExportFilter(
+        since=since,
+        until=until,
+        tenant=principal.tenant,
+        actor=actor,
+        event_type=event_type,
+        after_seq=after_seq,
+    )
+
+
+def _matches(record: AuditRecord, model: str | None, decision: str | None) -> bool:
+    if model is None and decision is None:
+        return True
+    lineage = json.loads(record.event_json).get("lineage") or {}
+    return (model is None or lineage.get("model") == model) and (
+        decision is None or lineage.get("decision") == decision
+    )
+
+
+class AuditController(Controller):
+    """Query, export, verify and follow the audit log (role ``auditor``)."""
+
+    path = "/v1/audit"
+    tags = ["audit"]  # noqa: RUF012 - Litestar reads this class attribute
+
+    @get("/records", summary="Query audit records (cursor pagination by sequence number)")
+    async def records(  # noqa: PLR0917 - one parameter per query filter
+        self,
+        principal: Principal,
+        services: Services,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tenant: str | None = None,
+        actor: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        decision: str | None = None,
+        after_seq: Seq | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """Records in sequence order; pass ``next_cursor`` back as ``after_seq``."""
+        if not 1 <= limit <= _MAX_PAGE:
+            raise InvalidRequest(f"limit must be between 1 and {_MAX_PAGE}, got {limit}.")
+        filters = _filters(
+            principal,
+            since=since,
+            until=until,
+            tenant=tenant,
+            actor=actor,
+            event_type=event_type,
+            after_seq=after_seq,
+        )
+        page: list[dict[str, Any]] = []
+        last_seen: int | None = None
+        async for record in iter_records(services.database, filters, batch_size=limit):
+            last_seen = record.seq
+            if _matches(record, model, decision):
+                page.append(record.as_dict())
+                if len(page) == limit:
+                    break
+        more = len(page) == limit
+        return {"data": page, "next_cursor": last_seen if more else None}
+
+    @get("/export", summary="Export audit records as JSONL or CSV (streamed)")
+    async def export(  # noqa: PLR0917 - one parameter per query filter
+        self,
+        principal: Principal,
+        services: Services,
+        audit_trail: AuditTrail,
+        format: Literal["jsonl", "csv"] = "jsonl",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        actor: str | None = None,
+        event_type: str | None = None,
+        after_seq: Seq | None = None,
+    ) -> Stream:
+        """Every matching record, read and sent in batches (bounded memory)."""
+        filters = _filters(
+            principal,
+            since=since,
+            until=until,
+            tenant=None,
+            actor=actor,
+            event_type=event_type,
+            after_seq=after_seq,
+        )
+        await audit_trail.action(
+            principal, "audit.exported", format=format, filters=filters.as_dict()
+        )
+        lines = jsonl_lines if format == "jsonl" else csv_lines
+        media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+        return Stream(
+            lines(services.database, filters),
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="audit.{format}"'},
+        )
+
+    @get("/verify", summary="Recompute the chain and signatures; name the first broken record")
+    async def verify(
+        self, services: Services, start_seq: Seq | None = None, end_seq: Seq | None = None
+    ) -> dict[str, Any]:
+        """``ok``, how many records were checked, and the first problem if any."""
+        report = await services.audit.verify(
+            services.database, start_seq=start_seq, end_seq=end_seq
+        )
+        problem = None
+        if report.problem is not None:
+            problem = {
+                "seq": report.problem.seq,
+                "kind": report.problem.kind,
+                "detail": report.problem.describe(),
+            }
+        return {
+            "ok": report.ok,
+            "checked": report.checked,
+            "first_seq": report.first_seq,
+            "last_seq": report.last_seq,
+            "problem": problem,
+            "summary": report.describe(),
+        }
+
+    @get(
+        "/bundle",
+        summary="A signed export bundle that `enclave audit verify` checks offline",
+        media_type="application/x-ndjson",
+    )
+    async def bundle(  # noqa: PLR0917 - one parameter per query filter
+        self,
+        principal: Principal,
+        services: Services,
+        audit_trail: AuditTrail,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: Seq | None = None,
+    ) -> File:
+        """Records plus a signed manifest (key id and public key), as one JSONL file."""
+        filters = _filters(
+            principal,
+            since=since,
+            until=until,
+            tenant=None,
+            actor=None,
+            event_type=None,
+            after_seq=after_seq,
+        )
+        folder = Path(tempfile.mkdtemp(prefix="enclave-bundle-"))
+        path = folder / "audit-bundle.jsonl"
+        audit = services.audit
+        summary = await write_bundle(services.database, path, audit.signer, audit.verifier, filters)
+        await audit_trail.action(
+            principal, "audit.bundle_exported", records=summary.count, key_id=summary.key_id
+        )
+        return File(
+            path=path,
+            filename="audit-bundle.jsonl",
+            media_type="application/x-ndjson",
+            background=BackgroundTask(_remove, folder),
+        )
+
+    @get("/events", summary="Follow new audit records live (server-sent events)")
+    async def events(
+        self,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        services: Services,
+        after_seq: Seq | None = None,
+        idle_timeout_s: float = 300.0,
+    ) -> Stream:
+        """Each record as an SSE event whose id is its sequence number; reconnect with
+        ``Last-Event-ID`` (or ``after_seq``) to resume without gaps. The stream ends after
+        ``idle_timeout_s`` without new records (clients reconnect and resume)."""
+        if not 0 <= idle_timeout_s <= 3600:
+            raise InvalidRequest("idle_timeout_s must be between 0 and 3600.")
+        resume = request.headers.get("last-event-id")
+        cursor = int(resume) if resume and resume.isdigit() else (after_seq or 0)
+        filters_base = _filters(
+            principal,
+            since=None,
+            until=None,
+            tenant=None,
+            actor=None,
+            event_type=None,
+            after_seq=None,
+        )
+
+        async def follow() -> AsyncIterator[bytes]:
+            nonlocal cursor
+            yield b": following the audit log\n\n"
+            idle = 0.0
+            while True:
+                filters = ExportFilter(tenant=filters_base.tenant, after_seq=cursor)
+                sent = False
+                async for record in iter_records(services.database, filters):
+                    cursor = record.seq
+                    sent = True
+                    yield f"id: {record.seq}\n".encode() + encode_frame(
+                        record.as_dict(), event="audit"
+                    )
+                idle = 0.0 if sent else idle + _POLL_S
+                if idle > idle_timeout_s:
+                    return
+                if not sent:
+                    yield b": keep-alive\n\n"
+                    await asyncio.sleep(_POLL_S)
+
+        return Stream(
+            follow(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+
+def _remove(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,271 @@
+"""``enclave canary``, and the canary that the embedded stack runs on a schedule.
+
+The command runs one canary conversation (``serving.canary``) against ``--base-url`` (default:
+this host's API) with the key from ``ENCLAVE_CANARY_API_KEY``, ``canary.api_key_file``, or the
+embedded stack's own canary key; prints the report (``--json`` for machines); posts a
+failure or recovery to the alert webhook when the state changed since the last run; exits 0
+when every step passed, 1 when one failed, 2 when it could not run at all.
+
+``start_canary_scheduler`` is what ``enclave serve`` calls once the stack is ready: a thread
+that issues the canary its own staff key once (``<data_dir>/secrets/canary-api-key``, mode
+600), runs the canary every ``canary.interval_s``, records the metrics of docs/metrics.md
+and alerts on state changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from prometheus_client import REGISTRY, CollectorRegistry, write_to_textfile
+
+from core.settings import Settings
+from serving.alert_webhook import CanaryAlerter, WebhookNotifier
+from serving.canary import STEPS, CanaryMetrics, CanaryReport, CanaryStep, run_canary
+
+__all__ = [
+    "API_KEY_ENV",
+    "CanaryScheduler",
+    "Stoppable",
+    "add_canary_commands",
+    "canary_api_key",
+    "ensure_canary_key",
+    "start_canary_scheduler",
+]
+
+_log = logging.getLogger("enclave.canary")
+
+API_KEY_ENV = "ENCLAVE_CANARY_API_KEY"
+_KEY_NAME = "canary (embedded stack)"
+
+
+class Stoppable(Protocol):
+    """Something started that the launcher stops on shutdown."""
+
+    def stop(self) -> None:
+        """Stop; return promptly."""
+        ...
+
+
+def _embedded_key_file(settings: Settings) -> Path:
+    return settings.paths.data_dir / "secrets" / "canary-api-key"
+
+
+def _state_file(settings: Settings) -> Path:
+    return settings.paths.data_dir / "canary" / "state.json"
+
+
+def canary_api_key(settings: Settings) -> str | None:
+    """The canary's key: ``ENCLAVE_CANARY_API_KEY``, ``canary.api_key_file``, or the key the
+    embedded stack issued itself; None when there is none."""
+    from_env = os.environ.get(API_KEY_ENV, "").strip()
+    if from_env:
+        return from_env
+    for path in (settings.canary.api_key_file, _embedded_key_file(settings)):
+        if path is not None and path.is_file():
+            return path.read_text(encoding="utf-8").strip() or None
+    return None
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value)
+    os.replace(partial, path)
+
+
+def ensure_canary_key(settings: Settings) -> str:
+    """The embedded canary's staff key: the stored one while it is valid, else a new one."""
+    from api.security import Unauthenticated, issue_api_key, verify_api_key
+    from api.security.key_store import SqlApiKeyStore
+    from core.db import Database
+    from serving.runtime_env import api_key_pepper
+
+    path = _embedded_key_file(settings)
+    prefix = settings.auth.api_keys.prefix
+    pepper = api_key_pepper(settings)
+
+    async def work() -> str:
+        db = Database.from_settings(settings)
+        try:
+            store = SqlApiKeyStore(db)
+            if path.is_file():
+                stored = path.read_text(encoding="utf-8").strip()
+                try:
+                    await verify_api_key(stored, store, prefix=prefix, pepper=pepper)
+                    return stored
+                except Unauthenticated:
+                    _log.warning("stored canary key is no longer valid; issuing a new one")
+            issued = issue_api_key(
+                tenant="default", roles=["staff"], name=_KEY_NAME, prefix=prefix, pepper=pepper
+            )
+            await store.add(issued.record, created_by="canary")
+            _write_secret(path, issued.plaintext)
+            return issued.plaintext
+        finally:
+            await db.dispose()
+
+    return asyncio.run(work())
+
+
+def _setup_failure(base_url: str, message: str) -> CanaryReport:
+    steps = [CanaryStep(name=STEPS[0], status="failed", message=message)]
+    steps += [CanaryStep(name=name, status="skipped", message="auth failed") for name in STEPS[1:]]
+    return CanaryReport(
+        base_url=base_url, started_at=datetime.now(UTC), duration_s=0.0, steps=steps
+    )
+
+
+class CanaryScheduler:
+    """Runs the canary every ``canary.interval_s`` on a daemon thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        base_url: str,
+        *,
+        metrics: CanaryMetrics,
+        alerter: CanaryAlerter,
+        until: threading.Event | None = None,
+    ) -> None:
+        self._settings = settings
+        self._base_url = base_url
+        self._metrics = metrics
+        self._alerter = alerter
+        self._stopping = until if until is not None else threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="enclave-canary", daemon=True)
+        self._key: str | None = None
+
+    def start(self) -> None:
+        """Run the first canary now, then every interval."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop scheduling; a run still in flight is discarded, not reported."""
+        self._stopping.set()
+        self._thread.join(timeout=5.0)
+
+    def run_once(self) -> CanaryReport | None:
+        """One run, recorded and alerted on; None when stopped meanwhile (shutting down)."""
+        try:
+            if self._key is None:
+                self._key = ensure_canary_key(self._settings)
+        except Exception as exc:  # the schedule goes on; the failure is reported like any other
+            _log.exception("could not obtain the canary's API key")
+            report = _setup_failure(
+                self._base_url, f"could not obtain the canary's API key: {type(exc).__name__}"
+            )
+        else:
+            report = run_canary(self._base_url, self._key, self._settings.canary)
+        if self._stopping.is_set():
+            return None  # the stack is going down under this run: its result means nothing
+        if report.failed_step is not None and report.failed_step.name == "auth":
+            self._key = None  # revoked or lost: re-check (and reissue) on the next run
+        self._metrics.record(report)
+        self._alerter.observe(report)
+        return report
+
+    def _loop(self) -> None:
+        interval = self._settings.canary.interval_s
+        while not self._stopping.is_set():
+            try:
+                self.run_once()
+            except Exception:  # e.g. the state file's disk is full: keep the schedule
+                _log.exception("canary run could not be recorded")
+            if self._stopping.wait(interval):
+                return
+
+
+class _Disabled:
+    def stop(self) -> None:
+        """Nothing runs."""
+
+
+def start_canary_scheduler(
+    settings: Settings,
+    base_url: str,
+    *,
+    registry: CollectorRegistry | None = REGISTRY,
+    until: threading.Event | None = None,
+) -> Stoppable:
+    """Start the embedded stack's canary (``canary.enabled``); stop it before the stack.
+
+    ``until``: the launcher's shutdown event; once it is set the schedule ends and a run
+    still in flight is discarded (so stopping the stack never reads as a canary failure).
+    """
+    if not settings.canary.enabled:
+        return _Disabled()
+    scheduler = CanaryScheduler(
+        settings,
+        base_url,
+        metrics=CanaryMetrics(registry),
+        alerter=CanaryAlerter(WebhookNotifier(settings.alerts), _state_file(settings)),
+        until=until,
+    )
+    scheduler.start()
+    _log.info("canary scheduled", extra={"interval_s": settings.canary.interval_s})
+    return scheduler
+
+
+def _print_report(report: CanaryReport) -> None:
+    for step in report.steps:
+        line = f"{step.name:<12} {step.status:<8} {step.duration_s:6.2f} s"
+        if step.message:
+            line += f"  {step.message}"
+        if step.request_id and step.status == "failed":
+            line += f"  [request id {step.request_id}]"
+        print(line)
+    print(report.summary())
+
+
+def _canary(settings: Settings, args: argparse.Namespace) -> int:
+    api_key = canary_api_key(settings)
+    if api_key is None:
+        print(
+            f"enclave canary: no API key: set {API_KEY_ENV} or canary.api_key_file "
+            "(a staff key: `enclave keys create --name canary --role staff`).",
+            file=sys.stderr,
+        )
+        return 2
+    base_url = args.base_url or f"http://{settings.api.host}:{settings.api.port}"
+    report = run_canary(base_url, api_key, settings.canary)
+    if args.metrics_file:
+        registry = CollectorRegistry()
+        CanaryMetrics(registry).record(report)
+        write_to_textfile(str(args.metrics_file), registry)
+    notifier = WebhookNotifier(settings.alerts)
+    if notifier.enabled:
+        CanaryAlerter(notifier, _state_file(settings)).observe(report)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_report(report)
+    return 0 if report.ok else 1
+
+
+def add_canary_commands(commands: Any) -> None:
+    """Register ``enclave canary``."""
+    canary = commands.add_parser(
+        "canary", help="run one synthetic conversation through the API and check every step"
+    )
+    canary.add_argument(
+        "--base-url", help="the API's URL (default: http://<api.host>:<api.port>; /v1 optional)"
+    )
+    canary.add_argument("--json", action="store_true", help="print the report as JSON")
+    canary.add_argument(
+        "--metrics-file",
+        type=Path,
+        help="also write the run's metrics in Prometheus text format (textfile collector)",
+    )
+    canary.set_defaults(handler=_canary)
