@@ -11,6 +11,7 @@ per-tenant request rates, and leaves the ``Principal`` in the request state.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -19,9 +20,11 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import Message, Scope
 
 from api.audit_trail import AuditTrail
-from api.security import Forbidden, Principal, Role, Unauthenticated
+from api.security import Forbidden, Principal, RateLimited, Role, Unauthenticated
 from api.security.authenticator import Authenticator
 from api.security.rate_limits import RateLimiter
+from core.metrics import EnclaveMetrics
+from core.tracing import span
 
 __all__ = [
     "PUBLIC",
@@ -34,7 +37,7 @@ __all__ = [
 _log = logging.getLogger("enclave.api.access")
 
 PUBLIC: frozenset[Role] = frozenset()
-"""Marker: no credentials needed (probes and metrics only)."""
+"""Marker: no credentials needed (probes and the Prometheus scrape only)."""
 
 _STAFF: frozenset[Role] = frozenset({"staff"})
 _TENANT_ADMIN: frozenset[Role] = frozenset({"tenant_admin"})
@@ -47,6 +50,7 @@ ROUTE_POLICY: dict[tuple[str, str], frozenset[Role]] = {
     # Probes: the platform's, answered without credentials.
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
     # Chat: staff, and tenant admins trying their prompts; auditors never chat.
     ("POST", "/v1/chat/completions"): _STAFF | _TENANT_ADMIN,
     ("GET", "/v1/models"): _ANY,
@@ -105,11 +109,16 @@ class Gatekeeper:
     """The app-wide guard: authentication, the route's roles, request rates."""
 
     def __init__(
-        self, authenticator: Authenticator, rate_limiter: RateLimiter, trail: AuditTrail
+        self,
+        authenticator: Authenticator,
+        rate_limiter: RateLimiter,
+        trail: AuditTrail,
+        metrics: EnclaveMetrics,
     ) -> None:
         self._authenticator = authenticator
         self._rate_limiter = rate_limiter
         self._trail = trail
+        self._metrics = metrics
 
     async def __call__(
         self, connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
@@ -122,11 +131,14 @@ class Gatekeeper:
         allowed = ROUTE_POLICY.get((method, template))
         if allowed is PUBLIC:
             return
+        started = time.perf_counter()
         try:
-            principal = await self._authenticator.authenticate(
-                connection.headers.get("authorization")
-            )
+            with span("auth"):
+                principal = await self._authenticator.authenticate(
+                    connection.headers.get("authorization")
+                )
         except Unauthenticated:
+            self._metrics.rejection("unauthenticated")
             # A presented credential that fails is worth an auditor's look; a missing one
             # (a browser, a probe) is not, and recording those would let anyone fill the log.
             if connection.headers.get("authorization"):
@@ -139,10 +151,16 @@ class Gatekeeper:
                 "forbidden",
                 extra={"route": template, "method": method, "roles": sorted(principal.roles)},
             )
+            self._metrics.rejection("forbidden")
             needed = " or ".join(sorted(allowed or ())) or "a role no caller has"
             msg = f"{method} {template} needs the role {needed}; ask an admin to grant it."
             raise Forbidden(msg)
-        decision = await self._rate_limiter.enforce(principal)
+        try:
+            decision = await self._rate_limiter.enforce(principal)
+        except RateLimited:
+            self._metrics.rejection("rate_limited")
+            raise
+        self._metrics.observe_stage("auth", time.perf_counter() - started)
         state = scope.setdefault("state", {})
         state[_PRINCIPAL] = principal
         state[_RATE_HEADERS] = decision.headers()

@@ -31,6 +31,7 @@ from api.routes import (
     my_usage,
     readyz,
 )
+from api.routes.metrics import metrics_route, record_http
 from api.security import Principal
 from api.security.headers import cors_config, security_headers
 from api.services import Services
@@ -74,8 +75,11 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
             me,
             my_usage,
             erase_person,
+            metrics_route(services.metrics.registry),
         ],
-        guards=[Gatekeeper(security.authenticator, security.rate_limiter, audit_trail)],
+        guards=[
+            Gatekeeper(security.authenticator, security.rate_limiter, audit_trail, services.metrics)
+        ],
         cors_config=cors_config(settings.api.cors_origins),
         dependencies={
             "principal": Provide(_principal, sync_to_thread=False),
@@ -103,4 +107,5 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
         on_shutdown=[retention.stop],
     )
     document_problem_responses(app)
+    record_http(app, services.metrics)  # last: it declares every route of the app
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.request_ids import request_id_of
 from core.errors import EnclaveError
@@ -110,6 +111,20 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
     return _respond(body, headers)
 
 
+def _store_unavailable(request: Request[Any, Any, Any], exc: SQLAlchemyError) -> Response[Any]:
+    # The SQL store is down or unreachable (connection refused, dropped, pool exhausted):
+    # the client can do nothing but retry, so 503, not 500.
+    _log.warning("database unavailable", extra={"error_type": type(exc).__name__})
+    body = problem_body(
+        status=503,
+        title="Database unavailable",
+        slug="database-unavailable",
+        detail="The database cannot be reached right now; nothing was changed. Retry shortly.",
+        request_id=request_id_of(request.scope),
+    )
+    return _respond(body, {"Retry-After": "5"})
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     request_id = request_id_of(request.scope)
     _log.exception("unhandled error", extra={"error_type": type(exc).__name__})
@@ -126,6 +141,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
 
 exception_handlers: dict[Any, Any] = {
     EnclaveError: _enclave_error,
+    SQLAlchemyError: _store_unavailable,
     HTTPException: _http_exception,
     Exception: _unexpected,
 }

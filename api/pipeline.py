@@ -19,6 +19,7 @@ from api.resilience import CircuitBreaker, with_deadlines
 from api.services import LLMClient, Services
 from api.validation import ValidatedChat
 from core.errors import ContextTooLong, GenerationFailed, ServiceUnavailable, UnknownModel
+from core.tracing import current_trace_id, span
 from models.llm.base import ChatMessage, GenerationDelta, GenerationRequest
 
 __all__ = ["ChatPipeline", "ChatRun"]
@@ -39,6 +40,7 @@ class ChatRun:
     fallback_used: bool = False
     fallback_reason: str | None = None
     fallback_when: Literal["before_first_token", "mid_stream"] | None = None
+    trace_id: str | None = field(default_factory=current_trace_id)
     reply_filter: ReplyFilter | None = None
     grounding: Grounding = _NOT_RETRIEVED
     started: float = field(default_factory=time.perf_counter)
@@ -63,6 +65,7 @@ class ChatRun:
             "engine": self.engine or None,
             "fallback": self.fallback_reason if self.fallback_used else None,
             "fallback_when": self.fallback_when if self.fallback_used else None,
+            "trace_id": self.trace_id,
             "config_version": config_version,
             "prompt_version": prompt_version,
             "decision": self.decision,
@@ -100,6 +103,9 @@ class ChatPipeline:
         prompts = "\x00".join([services.system_prompt, services.documents_prompt])
         self.prompt_version = "prm_" + hashlib.sha256(prompts.encode()).hexdigest()[:12]
         self.breaker = _primary_breaker(services)
+        metrics = services.metrics
+        metrics.circuit("llm_primary", int(self.breaker.state))
+        self.breaker.subscribe(lambda name, state: metrics.circuit(name, int(state)))
 
     @property
     def served_models(self) -> list[str]:
@@ -117,7 +123,14 @@ class ChatPipeline:
                 "GET /v1/models lists them.",
                 extra={"available_models": self.served_models},
             )
-        outcome = await self._guards.run(chat.messages)
+        metrics = self._services.metrics
+        with span("guards") as current:
+            outcome = await self._guards.run(chat.messages)
+            current.set_attribute("enclave.decision", outcome.decision)
+            current.set_attribute("enclave.intent", outcome.verdict.intent)
+        metrics.observe_stage("guards", outcome.timings_ms.get("guards_ms", 0.0) / 1000)
+        for entity_type, count in outcome.protected.items():
+            metrics.pii(entity_type, count)
         run = ChatRun(request_id=request_id, model=chat.model, guard=outcome)
         _log.info(
             "guards decided",
@@ -133,19 +146,21 @@ class ChatPipeline:
             return run
         if outcome.decision == "answer":
             query = next(m.content for m in reversed(outcome.messages) if m.role == "user")
-            run.grounding = await self._retrieval.run(tenant, chat.knowledge_base, query)
-        started = time.perf_counter()
-        try:
-            run.fit = self._fit(chat, outcome.messages, run.grounding)
-        except ContextTooLong:
-            if not run.grounding.sources:
-                raise
-            # The documents made the prompt too long: answer without them rather than fail.
-            run.grounding = replace(
-                run.grounding, status="skipped", sources=(), reason="no room for documents"
+            with span("retrieval") as current:
+                run.grounding = await self._retrieval.run(tenant, chat.knowledge_base, query)
+                current.set_attribute("enclave.retrieval", run.grounding.status)
+                current.set_attribute("enclave.chunks", len(run.grounding.sources))
+            metrics.observe_stage(
+                "retrieval", run.grounding.timings_ms.get("retrieval_ms", 0.0) / 1000
             )
-            run.fit = self._fit(chat, outcome.messages, run.grounding)
+        metrics.retrieval(run.grounding.status)
+        started = time.perf_counter()
+        with span("prompt", {"enclave.prompt_version": self.prompt_version}) as current:
+            run.fit = self._fit_with_documents(chat, run)
+            current.set_attribute("enclave.prompt_tokens", len(run.fit.prompt_token_ids))
+            current.set_attribute("enclave.dropped_messages", run.fit.dropped_messages)
         run.timings_ms["prompt_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        metrics.observe_stage("prompt", run.timings_ms["prompt_ms"] / 1000)
         if run.fit.dropped_messages:
             _log.info(
                 "context fitted",
@@ -161,6 +176,19 @@ class ChatPipeline:
             "refuse": guard.refusal_reply,
             "escalate": guard.escalation_reply,
         }[run.decision]
+
+    def _fit_with_documents(self, chat: ValidatedChat, run: ChatRun) -> ContextFit:
+        messages = run.guard.messages
+        try:
+            return self._fit(chat, messages, run.grounding)
+        except ContextTooLong:
+            if not run.grounding.sources:
+                raise
+            # The documents made the prompt too long: answer without them rather than fail.
+            run.grounding = replace(
+                run.grounding, status="skipped", sources=(), reason="no room for documents"
+            )
+            return self._fit(chat, messages, run.grounding)
 
     def _fit(
         self, chat: ValidatedChat, messages: tuple[ChatMessage, ...], grounding: Grounding

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from prometheus_client import CollectorRegistry
 
 from api.context import PromptTokenizer
 from api.history import ConversationStore
@@ -12,6 +14,7 @@ from api.reply_filter import OutputScanner
 from api.security import ApiKeyRecord, ApiKeyStore, Authenticator, QuotaLedger, RateLimiter
 from core.audit import AuditLog
 from core.db import Database
+from core.metrics import EnclaveMetrics
 from core.settings import Settings
 from index.base import KnowledgeService
 from models.guard_types import GuardVerdict
@@ -90,3 +93,5 @@ class Services:
     audit: AuditLog
     history: ConversationStore
     knowledge: KnowledgeService | None = None
+    # Each app its own registry unless given one (tests build many apps in one process).
+    metrics: EnclaveMetrics = field(default_factory=lambda: EnclaveMetrics(CollectorRegistry()))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from core.errors import EnclaveError, ServiceUnavailable
+from core.metrics import EnclaveMetrics
+from core.tracing import inject
 from index.base import (
     DocumentInfo,
     IngestOutcome,
@@ -36,17 +39,23 @@ __all__ = [
 class HandleLLMClient:
     """An ``LLMServer`` deployment reached through its Serve handle."""
 
-    def __init__(self, handle: Any, info: EngineInfo, name: str) -> None:
+    def __init__(
+        self, handle: Any, info: EngineInfo, name: str, metrics: EnclaveMetrics | None = None
+    ) -> None:
         self._handle = handle
         self._stream = handle.options(stream=True)
         self._info = info
         self.name = name
+        self._metrics = metrics
+        self._deployment = f"llm_{name}"
 
     @classmethod
-    async def connect(cls, handle: Any, *, name: str) -> HandleLLMClient:
+    async def connect(
+        cls, handle: Any, *, name: str, metrics: EnclaveMetrics | None = None
+    ) -> HandleLLMClient:
         """Ask the deployment what it runs (once, at API start)."""
         info = await handle.info.remote()
-        return cls(handle, info, name)
+        return cls(handle, info, name, metrics)
 
     def info(self) -> EngineInfo:
         """The engine and model behind the handle."""
@@ -57,11 +66,23 @@ class HandleLLMClient:
 
         A full deployment queue raises ``ServiceUnavailable`` (503, ``Retry-After``).
         """
-        response = self._stream.generate.remote(request)
+        response = self._stream.generate.remote(request, trace_context=inject())
         finished = False
+        metrics = self._metrics
+        watch = (
+            metrics.generating(self._deployment)
+            if metrics is not None
+            else contextlib.nullcontext()
+        )
+        produced = 0
         try:
-            async for delta in response:
-                yield delta
+            with watch:
+                async for delta in response:
+                    if metrics is not None and delta.completion_tokens > produced:
+                        # Counted as they arrive: a stalled engine shows as a flat rate.
+                        metrics.engine_tokens(self._deployment, delta.completion_tokens - produced)
+                        produced = delta.completion_tokens
+                    yield delta
             finished = True
         except Exception as exc:
             _raise_if_back_pressure(exc, self.name)
@@ -89,7 +110,7 @@ class HandleGuardClient:
     async def scan(self, texts: list[str]) -> list[ScanResult]:
         """PII spans and entities per text; a full queue raises ``ServiceUnavailable``."""
         try:
-            result: list[ScanResult] = await self._pii.scan.remote(texts)
+            result: list[ScanResult] = await self._pii.scan.remote(texts, trace_context=inject())
         except Exception as exc:
             _raise_if_back_pressure(exc, "pii")
             raise
@@ -99,7 +120,7 @@ class HandleGuardClient:
         """Intent and injection verdict for one message; a full queue raises
         ``ServiceUnavailable``."""
         try:
-            verdict: GuardVerdict = await self._guard.check.remote(text)
+            verdict: GuardVerdict = await self._guard.check.remote(text, trace_context=inject())
         except Exception as exc:
             _raise_if_back_pressure(exc, "guard")
             raise
@@ -240,7 +261,7 @@ class HandleKnowledgeService:
     ) -> RetrievalResult:
         """The best chunks for a query."""
         result: RetrievalResult = await self._call(
-            "retrieve", tenant, name, query, k=k, min_score=min_score
+            "retrieve", tenant, name, query, k=k, min_score=min_score, trace_context=inject()
         )
         return result
 

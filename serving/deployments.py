@@ -14,6 +14,8 @@ from ray import serve
 from core.db import Database, check_schema
 from core.settings import DeploymentResources, LLMModelSettings, Settings, config_version
 from core.telemetry import configure_logging
+from core.tracing import configure_tracing, extracted, span
+from index.base import RetrievalResult
 from index.service import KnowledgeBaseService
 from models.guard_types import GuardVerdict
 from models.llm import EngineInfo, GenerationDelta, GenerationRequest, build_engine
@@ -30,16 +32,29 @@ class LLMServer:
 
     async def __init__(self, model: LLMModelSettings, settings: Settings) -> None:  # type: ignore[misc]
         configure_logging(settings.telemetry)
+        configure_tracing(settings.telemetry, component=serve.get_replica_context().deployment)
         store = ModelStore(settings.paths.model_store)
         entry = store.verify([model.store_name])[model.store_name]
         self._engine = build_engine(model, entry.folder(store.root), settings.paths.cache_dir)
         await self._engine.start()
         _log.info("engine ready", extra={"engine": model.engine, "model": model.served_name})
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+    async def generate(
+        self, request: GenerationRequest, trace_context: dict[str, str] | None = None
+    ) -> AsyncIterator[GenerationDelta]:
         """Stream the answer (call through ``handle.options(stream=True)``)."""
-        async for delta in self._engine.generate(request):
-            yield delta
+        info = self._engine.info()
+        attributes: dict[str, str | int] = {
+            "enclave.engine": info.engine,
+            "gen_ai.request.model": info.model,
+            "gen_ai.request.max_tokens": request.sampling.max_tokens,
+        }
+        with extracted(trace_context), span("llm.generate", attributes) as current:
+            produced = 0
+            async for delta in self._engine.generate(request):
+                produced = delta.completion_tokens
+                yield delta
+            current.set_attribute("gen_ai.usage.output_tokens", produced)
 
     def info(self) -> EngineInfo:
         """The engine and model this replica runs."""
@@ -62,6 +77,7 @@ class PIIServer:
 
     def __init__(self, settings: Settings) -> None:
         configure_logging(settings.telemetry)
+        configure_tracing(settings.telemetry, component="pii")
         from models.pii.presidio_scanner import PresidioScanner
 
         store = ModelStore(settings.paths.model_store)
@@ -79,11 +95,14 @@ class PIIServer:
             cursor += len(texts)
         return out
 
-    async def scan(self, texts: list[str]) -> list[ScanResult]:
+    async def scan(
+        self, texts: list[str], trace_context: dict[str, str] | None = None
+    ) -> list[ScanResult]:
         """One result per text: PII spans and spaCy entities (offsets only)."""
         if not texts:
             return []
-        result: list[ScanResult] = await self._scan_batch(texts)
+        with extracted(trace_context), span("pii.scan", {"enclave.texts": len(texts)}):
+            result: list[ScanResult] = await self._scan_batch(texts)
         return result
 
     def check_health(self) -> None:
@@ -95,6 +114,7 @@ class GuardServer:
 
     def __init__(self, settings: Settings) -> None:
         configure_logging(settings.telemetry)
+        configure_tracing(settings.telemetry, component="guard")
         from models.classifier_training import ENCODER_MODEL_NAME
         from models.guard import TextGuard
         from models.injection import INJECTION_MODEL_NAME
@@ -114,9 +134,10 @@ class GuardServer:
     async def _check_batch(self, texts: list[str]) -> list[GuardVerdict]:
         return self._guard.check(texts)
 
-    async def check(self, text: str) -> GuardVerdict:
+    async def check(self, text: str, trace_context: dict[str, str] | None = None) -> GuardVerdict:
         """Intent and injection verdict for one message."""
-        result: GuardVerdict = await self._check_batch(text)
+        with extracted(trace_context), span("guard.classify"):
+            result: GuardVerdict = await self._check_batch(text)
         return result
 
     def check_health(self) -> None:
@@ -132,6 +153,7 @@ class RetrieverServer(KnowledgeBaseService):
 
     async def __init__(self, settings: Settings, pii: Any) -> None:  # type: ignore[misc]
         configure_logging(settings.telemetry)
+        configure_tracing(settings.telemetry, component="retriever")
         from models.encoder import SentenceEncoder
         from serving.clients import HandleSpanFinder
 
@@ -155,6 +177,22 @@ class RetrieverServer(KnowledgeBaseService):
         seeded = await self.seed(retrieval.seed)
         _log.info("retriever ready", extra={"seeded": seeded})
 
+    async def retrieve(
+        self,
+        tenant: str,
+        name: str,
+        query: str,
+        *,
+        k: int,
+        min_score: float,
+        trace_context: dict[str, str] | None = None,
+    ) -> RetrievalResult:
+        """``KnowledgeBaseService.retrieve`` inside the caller's trace."""
+        with extracted(trace_context), span("retrieval.search", {"enclave.k": k}) as current:
+            result = await super().retrieve(tenant, name, query, k=k, min_score=min_score)
+            current.set_attribute("enclave.chunks", len(result.sources))
+        return result
+
 
 class APIIngress:
     """The Litestar API, built inside the replica (a Litestar app does not pickle)."""
@@ -169,6 +207,7 @@ class APIIngress:
         retriever: Any | None,
     ) -> None:
         configure_logging(settings.telemetry)
+        configure_tracing(settings.telemetry, component="api")
         self._settings = settings
         self._primary = primary
         self._fallback = fallback
@@ -177,10 +216,13 @@ class APIIngress:
         self._retriever = retriever
 
     async def __serve_build_asgi_app__(self) -> Any:
+        from prometheus_client import CollectorRegistry
+
         from api.app import create_app
         from api.history import ConversationStore
         from api.services import Services
         from core.audit import AuditLog
+        from core.metrics import EnclaveMetrics
         from models.pii.pattern_scanner import PatternScanner
         from serving.clients import (
             HandleGuardClient,
@@ -194,9 +236,14 @@ class APIIngress:
         settings = self._settings
         store = ModelStore(settings.paths.model_store)
         primary_dir = store.path_of(settings.llm.primary.store_name)
-        primary = await HandleLLMClient.connect(self._primary, name="primary")
+        registry = CollectorRegistry()
+        metrics = EnclaveMetrics(
+            registry,
+            entity_types=[*settings.pii.entities, *(p.entity for p in settings.pii.patterns)],
+        )
+        primary = await HandleLLMClient.connect(self._primary, name="primary", metrics=metrics)
         fallback = (
-            await HandleLLMClient.connect(self._fallback, name="fallback")
+            await HandleLLMClient.connect(self._fallback, name="fallback", metrics=metrics)
             if self._fallback is not None
             else None
         )
@@ -214,10 +261,11 @@ class APIIngress:
             system_prompt=settings.guard.system_prompt_file.read_text(encoding="utf-8"),
             canary_token=ensure_canary_token(settings.paths.data_dir),
             documents_prompt=settings.retrieval.documents_prompt_file.read_text(encoding="utf-8"),
-            security=build_security(settings, db),
+            security=build_security(settings, db, registry),
             database=db,
             audit=AuditLog.from_settings(settings),
             history=ConversationStore(db),
+            metrics=metrics,
             knowledge=(
                 HandleKnowledgeService(self._retriever) if self._retriever is not None else None
             ),

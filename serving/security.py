@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from prometheus_client import CollectorRegistry
+
 from api.security import (
     Authenticator,
     MemoryQuotaLedger,
@@ -29,7 +31,9 @@ __all__ = ["build_security", "ensure_platform_admin_key"]
 BOOTSTRAP_KEY_NAME = "first platform admin"
 
 
-def build_security(settings: Settings, db: Database) -> Security:
+def build_security(
+    settings: Settings, db: Database, registry: CollectorRegistry | None = None
+) -> Security:
     """The authenticator over the SQL key store (and OIDC if on), rate limits and quotas."""
     auth, limits = settings.auth, settings.limits
     keys = SqlApiKeyStore(db)
@@ -48,9 +52,10 @@ def build_security(settings: Settings, db: Database) -> Security:
             store._redis,  # type: ignore[attr-defined]
             key_prefix=limits.key_prefix,
             alarm_levels=limits.alarm_levels,
+            registry=registry,
         )
     else:
-        quotas = MemoryQuotaLedger(alarm_levels=limits.alarm_levels)
+        quotas = MemoryQuotaLedger(alarm_levels=limits.alarm_levels, registry=registry)
     return Security(
         authenticator=authenticator,
         rate_limiter=RateLimiter.from_settings(limits, store),

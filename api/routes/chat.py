@@ -25,11 +25,13 @@ from api.openai_types import (
 )
 from api.pipeline import ChatPipeline, ChatRun
 from api.request_ids import request_id_of
-from api.security import Principal, QuotaLedger, Reservation, quota_scopes
+from api.security import Principal, QuotaExceeded, QuotaLedger, Reservation, quota_scopes
 from api.services import Services
 from api.sse import DONE_FRAME, encode_frame
 from api.validation import ValidatedChat, validate_chat_request
+from core.audit import AuditUnavailable
 from core.errors import EnclaveError
+from core.tracing import span
 from models.llm.base import GenerationDelta
 
 __all__ = ["ChatController"]
@@ -83,12 +85,34 @@ class ChatController(Controller):
         lineage = _Lineage(pipeline, run, config_version)
 
         async def record(answer: str, last: GenerationDelta) -> None:
-            recorded = await record_exchange(
-                services, principal, chat, run, answer=answer, last=last, lineage=lineage.document()
-            )
+            metrics = services.metrics
+            started = time.perf_counter()
+            try:
+                with span("persistence"):
+                    recorded = await record_exchange(
+                        services,
+                        principal,
+                        chat,
+                        run,
+                        answer=answer,
+                        last=last,
+                        lineage=lineage.document(),
+                    )
+            except AuditUnavailable:
+                metrics.audit_write_failure()
+                metrics.chat(run.decision, "error")
+                raise
+            metrics.observe_stage("persistence", time.perf_counter() - started)
             lineage.extra.update(
                 {"conversation_id": recorded.conversation_id, "audit_seq": recorded.audit_seq}
             )
+            metrics.chat(run.decision, "ok")
+            if run.engine:
+                if run.first_token_s is not None:
+                    metrics.ttft(run.engine, run.first_token_s)
+                metrics.output_tokens(run.engine, last.completion_tokens)
+            if run.fallback_used and run.fallback_when is not None:
+                metrics.fallback(run.fallback_when, run.fallback_reason or "unknown")
 
         quota_headers: dict[str, str] = {}
         if run.fit is None:
@@ -100,7 +124,11 @@ class ChatController(Controller):
             reservation = None
             if scopes:
                 tokens = len(run.fit.prompt_token_ids) + run.fit.max_tokens
-                reservation = await ledger.reserve(scopes, tokens)
+                try:
+                    reservation = await ledger.reserve(scopes, tokens)
+                except QuotaExceeded:
+                    services.metrics.rejection("quota")
+                    raise
                 quota_headers = _quota_headers(reservation)
             deltas = _metered(pipeline.stream(chat, run), ledger, reservation)
         if chat.stream:

@@ -15,6 +15,7 @@ import pytest
 from openai import OpenAI
 
 from core.settings import Settings
+from tests.e2e.otlp_receiver import start_receiver
 from tests.e2e.stack import GUARD_DIR, RunningStack, start_stack, stop_stack
 
 
@@ -46,7 +47,13 @@ def stack(
         module = importlib.util.module_from_spec(spec)
         sys.modules["enclave_egress_guard"] = module
         spec.loader.exec_module(module)
-    running = start_stack(workdir, _free_port())
+    receiver, traces = start_receiver()
+    running = start_stack(
+        workdir,
+        _free_port(),
+        extra_env={"ENCLAVE_TELEMETRY__OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_port}"},
+    )
+    running.traces = traces
     yield running
     code, survivors = stop_stack(running)
     problems = []
@@ -58,6 +65,7 @@ def stack(
         problems.append(f"egress attempts: {running.violations()}")
     if problems:
         pytest.fail("; ".join(problems) + "\n" + running.log_text()[-3000:])
+    receiver.shutdown()
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -30,6 +31,7 @@ class RunningStack:
     start_seconds: float
     data_dir: Path
     admin_key: str = ""
+    traces: Any = None  # the OTLP receiver's store, when the stack exports traces
 
     def descendants(self) -> list[psutil.Process]:
         try:
@@ -46,7 +48,13 @@ class RunningStack:
         return [line for line in self.guard_log.read_text().splitlines() if line.strip()]
 
 
-def start_stack(workdir: Path, port: int, *, timeout_s: float = 420.0) -> RunningStack:
+def start_stack(
+    workdir: Path,
+    port: int,
+    *,
+    timeout_s: float = 420.0,
+    extra_env: dict[str, str] | None = None,
+) -> RunningStack:
     """Start `enclave serve` under the egress guard and wait until /readyz says ready."""
     log_path = workdir / "stack.log"
     guard_log = workdir / "egress-violations.jsonl"
@@ -63,6 +71,7 @@ def start_stack(workdir: Path, port: int, *, timeout_s: float = 420.0) -> Runnin
             ).rstrip(os.pathsep),
         }
     )
+    env.update(extra_env or {})
     started = time.perf_counter()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -134,3 +143,14 @@ def stop_stack(stack: RunningStack, *, timeout_s: float = 90.0) -> tuple[int | N
             except psutil.NoSuchProcess:
                 continue
     return code, survivors
+
+
+def replica_processes(stack: RunningStack, deployment: str) -> list[psutil.Process]:
+    """The worker processes of one Serve deployment's replicas (Ray sets their titles)."""
+    marker = f"ServeReplica:enclave:{deployment}"
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info.get("cmdline") or [])
+        if marker in cmdline and "ray::" in cmdline:
+            found.append(process)
+    return found

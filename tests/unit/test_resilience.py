@@ -399,7 +399,7 @@ class _StreamMethod:
     def __init__(self, handle: _RefusingHandle) -> None:
         self._handle = handle
 
-    def remote(self, request: Any) -> _RefusedStream:
+    def remote(self, request: Any, **_options: Any) -> _RefusedStream:
         return _RefusedStream(self._handle)
 
 

@@ -1,0 +1,417 @@
+"""Prometheus metrics of docs/metrics.md, defined once, on the registry passed in.
+
+:class:`EnclaveMetrics` owns every metric of the catalogue except those registered by their
+own modules on the same registry: ``enclave_quota_alarms_total``
+(``api.security.quotas.AlarmEmitter``) and the ``enclave_canary_*`` metrics
+(``serving.canary.CanaryMetrics``). Pass all three the same registry and ``/metrics`` serves
+the whole catalogue; ``tests/unit/test_metrics_catalogue.py`` checks that it is exactly that.
+
+Label values are bounded sets: a value outside its set is counted as ``other`` (and logged
+once, without the value), so a bug or a hostile input can never create a new series. Counters
+whose label sets are fixed start at zero, so ``increase()`` and ``rate()`` see the first event.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = [
+    "CIRCUIT_STATES",
+    "DECISIONS",
+    "DEPLOYMENTS",
+    "ENGINES",
+    "ENGINE_DEPLOYMENTS",
+    "FALLBACK_WHEN",
+    "HTTP_METHODS",
+    "OTHER",
+    "OUTCOMES",
+    "REJECTION_REASONS",
+    "RETRIEVAL_RESULTS",
+    "STAGES",
+    "STATUS_CLASSES",
+    "UNMATCHED",
+    "EnclaveMetrics",
+]
+
+_log = logging.getLogger("enclave.metrics")
+
+OTHER: Final = "other"
+"""Label value of anything outside a label's bounded set."""
+UNMATCHED: Final = "unmatched"
+"""Route label of requests no route matched (404, 405): never the raw path."""
+
+STAGES: Final = (
+    "auth",
+    "guards",
+    "retrieval",
+    "prompt",
+    "generation",
+    "output_scan",
+    "persistence",
+)
+ENGINES: Final = ("vllm", "transformers")
+DECISIONS: Final = ("answer", "answer_without_documents", "refuse", "escalate", "block")
+OUTCOMES: Final = ("ok", "error")
+FALLBACK_WHEN: Final = ("before_first_token", "mid_stream")
+RETRIEVAL_RESULTS: Final = ("ok", "empty", "degraded", "skipped")
+REJECTION_REASONS: Final = ("rate_limited", "quota", "overloaded", "unauthenticated", "forbidden")
+ENGINE_DEPLOYMENTS: Final = ("llm_primary", "llm_fallback")
+DEPLOYMENTS: Final = ("api", "llm_primary", "llm_fallback", "pii", "guard", "retriever")
+STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx")
+HTTP_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+CIRCUIT_STATES: Final = (0, 1, 2)
+
+# Fallback reasons are error class names (or "circuit_open"): names from our code, bounded
+# by it; these start at zero because the fallback alert divides rates.
+_KNOWN_FALLBACKS: Final = (
+    ("before_first_token", "circuit_open"),
+    ("before_first_token", "FirstTokenTimeout"),
+    ("mid_stream", "StallTimeout"),
+)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_ENTITY_TYPE = re.compile(r"[A-Z][A-Z0-9_]{0,47}")
+_ROUTE_TEMPLATE_MAX = 200
+
+_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_STAGE_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+)
+_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+class EnclaveMetrics:
+    """Every metric of the catalogue that Enclave's own code records, with typed helpers.
+
+    ``entity_types`` (the configured PII entity types) bounds and pre-creates
+    ``enclave_pii_detections_total``; without it any upper-case identifier is accepted.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry, *, entity_types: Iterable[str] | None = None
+    ) -> None:
+        self.registry = registry
+        self._warned: set[tuple[str, str]] = set()
+        self._routes: set[str] = set()
+        self._entity_types = None if entity_types is None else frozenset(entity_types)
+
+        self._http_requests = Counter(
+            "enclave_http_requests_total",
+            "Requests answered by the API.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self._http_duration = Histogram(
+            "enclave_http_request_duration_seconds",
+            "Time to the response's first byte.",
+            ["route", "method"],
+            buckets=_HTTP_BUCKETS,
+            registry=registry,
+        )
+        self._stage = Histogram(
+            "enclave_stage_duration_seconds",
+            "Time spent per pipeline stage.",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=registry,
+        )
+        self._ttft = Histogram(
+            "enclave_ttft_seconds",
+            "Time to first token as the client sees it.",
+            ["engine"],
+            buckets=_TTFT_BUCKETS,
+            registry=registry,
+        )
+        self._output_tokens = Counter(
+            "enclave_output_tokens_total",
+            "Completion tokens streamed to clients.",
+            ["engine"],
+            registry=registry,
+        )
+        self._chat = Counter(
+            "enclave_chat_requests_total",
+            "Chat requests by guard decision.",
+            ["decision", "outcome"],
+            registry=registry,
+        )
+        self._fallbacks = Counter(
+            "enclave_fallbacks_total",
+            "Generations moved to the fallback engine.",
+            ["when", "reason"],
+            registry=registry,
+        )
+        self._retrieval = Counter(
+            "enclave_retrieval_total",
+            "Retrieval outcomes per chat.",
+            ["result"],
+            registry=registry,
+        )
+        self._pii = Counter(
+            "enclave_pii_detections_total",
+            "PII values replaced by placeholders.",
+            ["entity_type"],
+            registry=registry,
+        )
+        self._rejections = Counter(
+            "enclave_rejections_total",
+            "Requests refused before any work.",
+            ["reason"],
+            registry=registry,
+        )
+        self._queue_depth = Gauge(
+            "enclave_queue_depth",
+            "Requests waiting or running in a deployment.",
+            ["deployment"],
+            registry=registry,
+        )
+        self._engine_running = Gauge(
+            "enclave_engine_running_requests",
+            "Sequences an engine is generating.",
+            ["deployment"],
+            registry=registry,
+        )
+        self._engine_tokens = Counter(
+            "enclave_engine_generated_tokens_total",
+            "Tokens an engine produced (stall detection).",
+            ["deployment"],
+            registry=registry,
+        )
+        self._circuit = Gauge(
+            "enclave_circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["deployment"],
+            registry=registry,
+        )
+        self._audit_failures = Counter(
+            "enclave_audit_write_failures_total",
+            "Audit records that could not be written.",
+            registry=registry,
+        )
+        self._precreate()
+
+    def _precreate(self) -> None:
+        for stage in STAGES:
+            self._stage.labels(stage=stage)
+        for engine in ENGINES:
+            self._ttft.labels(engine=engine)
+            self._output_tokens.labels(engine=engine)
+        for decision in DECISIONS:
+            for outcome in OUTCOMES:
+                self._chat.labels(decision=decision, outcome=outcome)
+        for when, reason in _KNOWN_FALLBACKS:
+            self._fallbacks.labels(when=when, reason=reason)
+        for result in RETRIEVAL_RESULTS:
+            self._retrieval.labels(result=result)
+        for reason in REJECTION_REASONS:
+            self._rejections.labels(reason=reason)
+        for entity_type in sorted(self._entity_types or ()):
+            self._pii.labels(entity_type=entity_type)
+        for deployment in DEPLOYMENTS:
+            self._queue_depth.labels(deployment=deployment)
+        for deployment in ENGINE_DEPLOYMENTS:
+            self._engine_running.labels(deployment=deployment)
+            self._engine_tokens.labels(deployment=deployment)
+
+    # -- label bounding -------------------------------------------------------------------
+
+    def _bounded(self, metric: str, label: str, value: str, allowed: Iterable[str]) -> str:
+        if value in allowed:
+            return value
+        return self._other(metric, label)
+
+    def _other(self, metric: str, label: str) -> str:
+        if (metric, label) not in self._warned:
+            self._warned.add((metric, label))
+            # The value itself is not logged: it may be anything, user text included.
+            _log.warning(
+                "unknown metric label value counted as 'other'",
+                extra={"metric": metric, "label": label},
+            )
+        return OTHER
+
+    def bounded_route(self, route: str) -> str:
+        """The route label for a matched template (declared ones only, once any are)."""
+        if route == UNMATCHED:
+            return route
+        if self._routes:
+            known = route in self._routes
+            return route if known else self._other("enclave_http_requests_total", "route")
+        if route.startswith("/") and len(route) <= _ROUTE_TEMPLATE_MAX:
+            return route
+        return self._other("enclave_http_requests_total", "route")
+
+    @staticmethod
+    def status_class(status: int) -> str:
+        """``2xx`` … ``5xx`` (``other`` outside them)."""
+        label = f"{status // 100}xx"
+        return label if label in STATUS_CLASSES else OTHER
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def declare_routes(self, routes: Iterable[tuple[str, str]]) -> None:
+        """The app's ``(method, path template)`` pairs: from now on the only route labels
+        (besides ``unmatched``), each counter starting at zero for 2xx, 4xx and 5xx."""
+        for method, route in routes:
+            verb = method.upper()
+            if verb not in HTTP_METHODS or verb in {"HEAD", "OPTIONS"}:
+                continue
+            self._routes.add(route)
+            for status in ("2xx", "4xx", "5xx"):
+                self._http_requests.labels(route=route, method=verb, status=status)
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered HTTP request: its route template, method, status and time to the
+        first byte."""
+        method = self._bounded("enclave_http_requests_total", "method", method, HTTP_METHODS)
+        route = self.bounded_route(route)
+        status_class = self.status_class(status)
+        self._http_requests.labels(route=route, method=method, status=status_class).inc()
+        self._http_duration.labels(route=route, method=method).observe(max(0.0, seconds))
+
+    # -- the chat pipeline ----------------------------------------------------------------
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        """Time spent in one pipeline stage."""
+        stage = self._bounded("enclave_stage_duration_seconds", "stage", stage, STAGES)
+        self._stage.labels(stage=stage).observe(max(0.0, seconds))
+
+    @contextmanager
+    def stage_timer(self, stage: str) -> Iterator[None]:
+        """Observe the block's duration as ``stage`` (also when it raises)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe_stage(stage, time.perf_counter() - started)
+
+    def ttft(self, engine: str, seconds: float) -> None:
+        """Time to first token as the client saw it, per engine."""
+        engine = self._bounded("enclave_ttft_seconds", "engine", engine, ENGINES)
+        self._ttft.labels(engine=engine).observe(max(0.0, seconds))
+
+    def output_tokens(self, engine: str, n: int) -> None:
+        """Completion tokens streamed to a client."""
+        if n <= 0:
+            return
+        engine = self._bounded("enclave_output_tokens_total", "engine", engine, ENGINES)
+        self._output_tokens.labels(engine=engine).inc(n)
+
+    def chat(self, decision: str, outcome: str) -> None:
+        """One chat request, by guard decision and whether it ended well."""
+        metric = "enclave_chat_requests_total"
+        decision = self._bounded(metric, "decision", decision, DECISIONS)
+        outcome = self._bounded(metric, "outcome", outcome, OUTCOMES)
+        self._chat.labels(decision=decision, outcome=outcome).inc()
+
+    def fallback(self, when: str, reason: str) -> None:
+        """A generation moved to the fallback engine (``reason``: the error class name)."""
+        metric = "enclave_fallbacks_total"
+        when = self._bounded(metric, "when", when, FALLBACK_WHEN)
+        if not _IDENTIFIER.fullmatch(reason):
+            reason = self._other(metric, "reason")
+        self._fallbacks.labels(when=when, reason=reason).inc()
+
+    def retrieval(self, result: str) -> None:
+        """One retrieval outcome."""
+        result = self._bounded("enclave_retrieval_total", "result", result, RETRIEVAL_RESULTS)
+        self._retrieval.labels(result=result).inc()
+
+    def pii(self, entity_type: str, n: int = 1) -> None:
+        """``n`` values of one PII type replaced by placeholders."""
+        if n <= 0:
+            return
+        metric = "enclave_pii_detections_total"
+        if self._entity_types is not None:
+            entity_type = self._bounded(metric, "entity_type", entity_type, self._entity_types)
+        elif not _ENTITY_TYPE.fullmatch(entity_type):
+            entity_type = self._other(metric, "entity_type")
+        self._pii.labels(entity_type=entity_type).inc(n)
+
+    def rejection(self, reason: str) -> None:
+        """A request refused before any work."""
+        reason = self._bounded("enclave_rejections_total", "reason", reason, REJECTION_REASONS)
+        self._rejections.labels(reason=reason).inc()
+
+    def audit_write_failure(self) -> None:
+        """An audit record that could not be written."""
+        self._audit_failures.inc()
+
+    # -- deployments and engines ----------------------------------------------------------
+
+    def _deployment(self, metric: str, deployment: str) -> str:
+        return self._bounded(metric, "deployment", deployment, DEPLOYMENTS)
+
+    def queue_depth(self, deployment: str, n: int) -> None:
+        """Requests waiting or running in a deployment (as one process sees them)."""
+        deployment = self._deployment("enclave_queue_depth", deployment)
+        self._queue_depth.labels(deployment=deployment).set(n)
+
+    @contextmanager
+    def in_flight(self, deployment: str) -> Iterator[None]:
+        """Count the block as one request in ``deployment``'s queue depth."""
+        gauge = self._queue_depth.labels(
+            deployment=self._deployment("enclave_queue_depth", deployment)
+        )
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
+
+    def engine_running(self, deployment: str, n: int) -> None:
+        """Sequences an engine is generating."""
+        deployment = self._bounded(
+            "enclave_engine_running_requests", "deployment", deployment, ENGINE_DEPLOYMENTS
+        )
+        self._engine_running.labels(deployment=deployment).set(n)
+
+    @contextmanager
+    def generating(self, deployment: str) -> Iterator[None]:
+        """Count the block as one sequence ``deployment``'s engine is generating."""
+        deployment = self._bounded(
+            "enclave_engine_running_requests", "deployment", deployment, ENGINE_DEPLOYMENTS
+        )
+        gauge = self._engine_running.labels(deployment=deployment)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
+
+    def engine_tokens(self, deployment: str, n: int) -> None:
+        """Tokens an engine produced."""
+        if n <= 0:
+            return
+        deployment = self._bounded(
+            "enclave_engine_generated_tokens_total", "deployment", deployment, ENGINE_DEPLOYMENTS
+        )
+        self._engine_tokens.labels(deployment=deployment).inc(n)
+
+    def circuit(self, deployment: str, state: int) -> None:
+        """A circuit breaker's state: 0 closed, 1 half-open, 2 open."""
+        if state not in CIRCUIT_STATES:
+            msg = f"circuit state must be one of {CIRCUIT_STATES}, got {state!r}"
+            raise ValueError(msg)
+        deployment = self._deployment("enclave_circuit_state", deployment)
+        self._circuit.labels(deployment=deployment).set(int(state))
