@@ -8,18 +8,22 @@ suffix              media type          reader
 .md .markdown       text/markdown       ``index.markup.markdown_blocks``
 .txt .text          text/plain          ``index.markup.text_blocks``
 .html .htm          text/html           ``index.html_text.html_blocks`` (stdlib html.parser)
-.pdf                application/pdf     ``pypdf`` if installed, else UnsupportedDocument
+.pdf                application/pdf     ``index.pdf_text`` (pypdf): pages, outline headings
 ==================  ==================  ====================================================
 
 The *normalised text* of a document is its blocks and headings joined by blank lines, each
 block NFC-normalised with single spaces between words. Section offsets (and so chunk
 offsets) index into that text.
+
+A PDF is read once, at upload: ``Document.text`` then holds the text of its pages (a page
+break is a paragraph break) with its outline's bookmarks as headings, in the form
+``index.pdf_text`` describes; a PDF without an outline has no headings. A PDF that is not
+readable is a ``CorruptDocument``, a password-protected one an ``UnsupportedDocument``, one
+without extractable text (scanned pages; there is no OCR) an ``EmptyDocument``.
 """
 
 from __future__ import annotations
 
-import importlib
-import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +33,14 @@ from index.base import Document
 from index.errors import CorruptDocument, DocumentError, EmptyDocument, UnsupportedDocument
 from index.html_text import HTMLStructureError, html_blocks
 from index.markup import Block, Heading, markdown_blocks, text_blocks
+from index.pdf_text import (
+    EncryptedPDF,
+    PDFError,
+    PDFText,
+    PDFWithoutText,
+    pdf_blocks,
+    read_pdf,
+)
 
 __all__ = [
     "HTML",
@@ -104,30 +116,19 @@ def media_type_of(path: Path) -> str:
     return media_type
 
 
-def _pdf_text(data: bytes, source: str) -> str:
-    if not data.lstrip().startswith(b"%PDF-"):
-        msg = f"{source}: not a PDF file (it does not start with %PDF-)."
-        raise CorruptDocument(msg, source=source)
+def _pdf_text(data: bytes, source: str) -> PDFText:
     try:
-        # importlib, not `import pypdf`: it is optional and not part of the default install.
-        pypdf = importlib.import_module("pypdf")
-    except ImportError as exc:
-        msg = (
-            f"{source}: reading PDF documents needs the `pypdf` package, which is not "
-            "installed here. Convert the document to Markdown, text or HTML, or install pypdf."
-        )
-        raise UnsupportedDocument(msg, source=source, extra={"media_type": PDF}) from exc
-    try:
-        reader = pypdf.PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            msg = f"{source}: the PDF is encrypted; upload an unprotected copy."
-            raise UnsupportedDocument(msg, source=source, extra={"media_type": PDF})
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except pypdf.errors.PyPdfError as exc:
-        msg = f"{source}: the PDF cannot be read ({exc})."
-        raise CorruptDocument(msg, source=source) from exc
-    # A form feed between pages: the plain-text reader treats it as a paragraph break.
-    return "\f".join(pages)
+        return read_pdf(data)
+    except EncryptedPDF as exc:
+        msg = f"{source}: the PDF cannot be indexed: {exc}."
+        extra = {"media_type": PDF, "reason": "password-protected"}
+        raise UnsupportedDocument(msg, source=source, extra=extra) from exc
+    except PDFWithoutText as exc:
+        msg = f"{source}: the PDF holds no text to index: {exc}."
+        raise EmptyDocument(msg, source=source, extra={"media_type": PDF}) from exc
+    except PDFError as exc:
+        msg = f"{source} is not a readable PDF: {exc}."
+        raise CorruptDocument(msg, source=source, extra={"media_type": PDF}) from exc
 
 
 def document_from_bytes(
@@ -140,8 +141,10 @@ def document_from_bytes(
 ) -> Document:
     """Decode an uploaded document and check that it parses; the title defaults to its own."""
     check_doc_id(doc_id, source=source)
+    own_title = ""
     if media_type == PDF:
-        text = _pdf_text(data, source)
+        pdf = _pdf_text(data, source)
+        text, own_title = pdf.text, pdf.title
     elif media_type in (MARKDOWN, PLAIN_TEXT, HTML):
         if b"\x00" in data:
             msg = f"{source}: binary data where {media_type} text was expected."
@@ -154,7 +157,10 @@ def document_from_bytes(
     else:
         msg = f"{source}: media type {media_type!r} cannot be indexed; supported: {_SUPPORTED}."
         raise UnsupportedDocument(msg, source=source)
-    draft = Document(doc_id=doc_id, title="", source=source, media_type=media_type, text=text)
+    # A PDF's title is in its metadata, not in its text: hand it to the parse as the title.
+    draft = Document(
+        doc_id=doc_id, title=own_title, source=source, media_type=media_type, text=text
+    )
     parsed = parse_document(draft)
     return Document(
         doc_id=doc_id,
@@ -179,8 +185,10 @@ def read_document(path: Path, *, doc_id: str | None = None) -> Document:
 def _items(document: Document) -> tuple[str, Iterable[Heading | Block]]:
     if document.media_type == MARKDOWN:
         return "", markdown_blocks(document.text)
-    if document.media_type in (PLAIN_TEXT, PDF):
+    if document.media_type == PLAIN_TEXT:
         return "", text_blocks(document.text)
+    if document.media_type == PDF:
+        return "", pdf_blocks(document.text)
     if document.media_type == HTML:
         try:
             return html_blocks(document.text)
