@@ -94,8 +94,8 @@ class RetentionJob:
 async def erase_subject(
     services: Services, admin: Principal, tenant: str, subject: str
 ) -> dict[str, Any]:
-    """Erase a person: their conversations and the documents they uploaded (with their
-    vectors); an ``erasure`` audit record says what went. Returns the counts."""
+    """Erase a person: their conversations, the documents they uploaded (with their
+    vectors) and their usage counters; an ``erasure`` audit record says what went."""
     removed_documents: list[dict[str, str]] = []
     knowledge = services.knowledge
     if knowledge is not None:
@@ -106,6 +106,7 @@ async def erase_subject(
                     removed_documents.append(
                         {"knowledge_base": base.name, "doc_id": document.doc_id}
                     )
+    usage_counters = await services.security.quotas.forget_user(subject)
     audit = services.audit
     async with audit.transaction(services.database) as connection:
         removed = await services.history.erase_user(connection, tenant, subject)
@@ -118,6 +119,7 @@ async def erase_subject(
                 "subject": subject,
                 "conversations": removed,
                 "documents": removed_documents,
+                "usage_counters": usage_counters,
                 "auth_method": admin.auth_method,
             },
         )
@@ -126,5 +128,6 @@ async def erase_subject(
         "tenant": tenant,
         "conversations": removed,
         "documents": removed_documents,
+        "usage_counters": usage_counters,
         "audit_seq": record.seq,
     }

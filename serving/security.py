@@ -6,14 +6,17 @@ issued and printed once (``enclave serve``); it is never logged and never shown 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
 from api.security import (
+    AlarmCallback,
     Authenticator,
     MemoryQuotaLedger,
     OIDCVerifier,
+    QuotaAlarm,
     QuotaLedger,
     RateLimiter,
     RedisQuotaLedger,
@@ -45,6 +48,7 @@ def build_security(
         pepper=pepper,
     )
     store = build_limits_store(limits)
+    on_alarm = _alarm_to_webhook(settings)
     quotas: QuotaLedger
     if limits.store == "redis":
         # The ledger runs its Lua scripts on the same client as the rate limiter's store.
@@ -53,9 +57,12 @@ def build_security(
             key_prefix=limits.key_prefix,
             alarm_levels=limits.alarm_levels,
             registry=registry,
+            on_alarm=on_alarm,
         )
     else:
-        quotas = MemoryQuotaLedger(alarm_levels=limits.alarm_levels, registry=registry)
+        quotas = MemoryQuotaLedger(
+            alarm_levels=limits.alarm_levels, registry=registry, on_alarm=on_alarm
+        )
     return Security(
         authenticator=authenticator,
         rate_limiter=RateLimiter.from_settings(limits, store),
@@ -63,6 +70,26 @@ def build_security(
         api_keys=keys,
         api_key_pepper=pepper,
     )
+
+
+def _alarm_to_webhook(settings: Settings) -> AlarmCallback | None:
+    """Quota alarms posted to the alert webhook (Slack-compatible), when one is configured."""
+    if settings.alerts.webhook_url is None:
+        return None
+    from serving.alert_webhook import WebhookNotifier
+
+    notifier = WebhookNotifier(settings.alerts)
+
+    async def post(alarm: QuotaAlarm) -> None:
+        scope = alarm.scope
+        text = (
+            f"Enclave quota alarm: the {scope.period}ly token quota of {scope.kind} "
+            f"{scope.id} reached {alarm.level}% ({alarm.used} of {scope.limit} tokens); it "
+            f"resets at {alarm.resets_at:%Y-%m-%d %H:%M} UTC."
+        )
+        await asyncio.to_thread(notifier.post, {"text": text})
+
+    return post
 
 
 async def ensure_platform_admin_key(settings: Settings, db: Database) -> str | None:

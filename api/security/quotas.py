@@ -124,6 +124,10 @@ class QuotaLedger(Protocol):
         """The scope's standing in the current period."""
         ...
 
+    async def forget_user(self, subject: str) -> int:
+        """Drop a user's usage records (erasure); returns how many counters went."""
+        ...
+
 
 def period_bounds(period: QuotaPeriod, now: datetime) -> tuple[datetime, datetime]:
     """Start (inclusive) and end (exclusive) of the UTC calendar period holding ``now``."""
@@ -256,6 +260,16 @@ class MemoryQuotaLedger:
     @staticmethod
     def _key(scope: QuotaScope, start: datetime) -> str:
         return f"{scope.kind}:{scope.id}:{scope.period}:{period_label(scope.period, start)}"
+
+    async def forget_user(self, subject: str) -> int:
+        """Drop a user's usage counters and alarm markers (erasure)."""
+        async with self._lock:
+            prefix = f"user:{subject}:"
+            doomed = [key for key in self._used if key.startswith(prefix)]
+            for key in doomed:
+                del self._used[key]
+            self._fired = {item for item in self._fired if not item[0].startswith(prefix)}
+        return len(doomed)
 
     def _prune(self, now: datetime) -> None:
         over = [key for key, (_, end) in self._used.items() if end <= now]

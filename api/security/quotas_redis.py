@@ -133,6 +133,15 @@ class RedisQuotaLedger:
         self._reserve = redis.register_script(_RESERVE)
         self._settle = redis.register_script(_SETTLE)
 
+    async def forget_user(self, subject: str) -> int:
+        """Drop a user's usage counters and alarm markers (erasure)."""
+        pattern = f"{self._prefix}:user:{subject}:*"
+        async with store_errors_as_unavailable("forget usage"):
+            keys = [key async for key in self._redis.scan_iter(match=pattern, count=500)]
+            if keys:
+                await self._redis.delete(*keys)
+        return len(keys)
+
     def _key(self, scope: QuotaScope, start: datetime) -> str:
         label = period_label(scope.period, start)
         return f"{self._prefix}:{scope.kind}:{scope.id}:{scope.period}:{label}"

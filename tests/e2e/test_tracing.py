@@ -4,6 +4,7 @@ exported over OTLP to a receiver on loopback."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 from openai import OpenAI
@@ -16,10 +17,10 @@ pytestmark = pytest.mark.e2e
 def test_one_chat_is_one_trace_across_the_replicas(
     client: OpenAI, model_name: str, stack: RunningStack
 ) -> None:
+    # A question not asked before: the API caches PII scans of texts it has seen.
+    question = f"Which VPN profile should I use on hotel wifi, ticket {uuid.uuid4().hex[:6]}?"
     raw = client.chat.completions.with_raw_response.create(
-        model=model_name,
-        messages=[{"role": "user", "content": "Which VPN profile should I use on hotel wifi?"}],
-        max_tokens=8,
+        model=model_name, messages=[{"role": "user", "content": question}], max_tokens=8
     )
     trace_id = raw.headers["x-trace-id"]
     completion = raw.parse()

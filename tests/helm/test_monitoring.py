@@ -27,9 +27,10 @@ def test_service_monitor_scrapes_every_ray_pod(render: Callable[..., Rendered]) 
     rendered = render(MONITORING)
     monitor = rendered.one("ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint["port"] == "metrics"
-    assert endpoint["path"] == "/metrics"
+    endpoints = {e["port"]: e for e in monitor["spec"]["endpoints"]}
+    # Enclave's metrics from the API replica on Serve's port, Ray's from its exporter.
+    assert set(endpoints) == {"serve", "metrics"}
+    assert all(e["path"] == "/metrics" for e in endpoints.values())
     (service,) = [
         s
         for s in rendered.of_kind("Service")
@@ -37,7 +38,10 @@ def test_service_monitor_scrapes_every_ray_pod(render: Callable[..., Rendered]) 
     ]
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"]["enclave.dev/ray-node"] == "true"
-    assert service["spec"]["ports"][0]["name"] == "metrics"
+    assert {p["name"] for p in service["spec"]["ports"]} == {"metrics", "serve"}
+    serve = yaml.safe_load(rendered.one("RayService")["spec"]["serveConfigV2"])
+    (api,) = [d for d in serve["applications"][0]["deployments"] if d["name"] == "api"]
+    assert api["max_replicas_per_node"] == 1  # one API replica per scraped pod
 
 
 def test_prometheus_rule_embeds_the_alert_rules_file(

@@ -74,6 +74,9 @@ async def test_erasure_removes_one_persons_data_and_keeps_a_verifiable_trail(
     )
     assert erased.status_code == 200, erased.text
     assert erased.json()["conversations"] == 2
+    assert erased.json()["usage_counters"] >= 1  # their token-quota counters went too
+    usage = client.get("/v1/me/usage", headers=keys.header("staff")).json()["quotas"]
+    assert next(q for q in usage if q["scope"] == "user")["used"] == 0
     assert client.get("/v1/conversations", headers=keys.header("staff")).json()["data"] == []
     admin = keys.header("tenant_admin")
     assert client.get(f"/v1/conversations/{kept}", headers=admin).status_code == 200
