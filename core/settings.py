@@ -20,10 +20,11 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigurationError
+from core.settings_base import Section
 from core.settings_security import (
     ApiKeySettings,
     AuthSettings,
@@ -65,8 +66,7 @@ __all__ = [
 ENV_PREFIX = "ENCLAVE_"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Section = Section
 
 
 class PathsSettings(_Section):
@@ -620,6 +620,34 @@ class RaySettings(_Section):
     )
 
 
+def local_url_problem(
+    url: str,
+    allowed_hosts: list[str],
+    *,
+    what: str,
+    setting: str,
+    base_url_only: bool = False,
+) -> str | None:
+    """Why ``url`` may not be called (no egress: its host must match ``allowed_hosts``,
+    loopback or in-cluster by default), or None when it may."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"}:
+        return f"{what} must be http(s), got {parts.scheme or 'no'} scheme"
+    if parts.username or parts.password:
+        return f"{what} must not carry credentials"
+    if base_url_only and (parts.query or parts.fragment):
+        return f"{what} must be a base URL without query or fragment"
+    host = (parts.hostname or "").lower()
+    if not host:
+        return f"{what} names no host"
+    if not any(fnmatchcase(host, pattern.lower()) for pattern in allowed_hosts):
+        return (
+            f"{what}'s host {host!r} is not in {setting} {allowed_hosts}: "
+            "it must stay on this host or inside the cluster"
+        )
+    return None
+
+
 class TelemetrySettings(_Section):
     """Logs, metrics and traces."""
 
@@ -657,22 +685,13 @@ class TelemetrySettings(_Section):
 
     def otlp_endpoint_problem(self, url: str) -> str | None:
         """Why ``url`` may not receive traces, or None when it may."""
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"}:
-            return f"the OTLP endpoint must be http(s), got {parts.scheme or 'no'} scheme"
-        if parts.username or parts.password:
-            return "the OTLP endpoint must not carry credentials"
-        if parts.query or parts.fragment:
-            return "the OTLP endpoint must be a base URL without query or fragment"
-        host = (parts.hostname or "").lower()
-        if not host:
-            return "the OTLP endpoint names no host"
-        if not any(fnmatchcase(host, pattern.lower()) for pattern in self.otlp_allowed_hosts):
-            return (
-                f"OTLP host {host!r} is not in telemetry.otlp_allowed_hosts "
-                f"{self.otlp_allowed_hosts}: traces stay on this host or inside the cluster"
-            )
-        return None
+        return local_url_problem(
+            url,
+            self.otlp_allowed_hosts,
+            what="the OTLP endpoint",
+            setting="telemetry.otlp_allowed_hosts",
+            base_url_only=True,
+        )
 
     @model_validator(mode="after")
     def _otlp_stays_inside(self) -> TelemetrySettings:
@@ -739,20 +758,9 @@ class AlertSettings(_Section):
 
     def url_problem(self, url: str) -> str | None:
         """Why ``url`` may not receive alerts, or None when it may."""
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"}:
-            return f"the webhook URL must be http(s), got {parts.scheme or 'no'} scheme"
-        if parts.username or parts.password:
-            return "the webhook URL must not carry credentials"
-        host = (parts.hostname or "").lower()
-        if not host:
-            return "the webhook URL names no host"
-        if not any(fnmatchcase(host, pattern.lower()) for pattern in self.allowed_hosts):
-            return (
-                f"webhook host {host!r} is not in alerts.allowed_hosts "
-                f"{self.allowed_hosts}: alerts stay on this host or inside the cluster"
-            )
-        return None
+        return local_url_problem(
+            url, self.allowed_hosts, what="the webhook URL", setting="alerts.allowed_hosts"
+        )
 
     @model_validator(mode="after")
     def _webhook_stays_inside(self) -> AlertSettings:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from core.settings_base import Section
 
 __all__ = [
     "ROLE_NAMES",
@@ -43,9 +45,7 @@ _ASYMMETRIC_ALGORITHMS = frozenset(
 _TENANT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class _Section(BaseModel):
-    # Same shape as core.settings._Section (kept local: core/settings.py imports this module).
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Section = Section
 
 
 class OIDCSettings(_Section):
