@@ -20,7 +20,7 @@ own time is only the checking; the answer's time to first token and stream time 
 generation step's detail). Answers are kept short (32 tokens): every run counts against
 the canary user's and its tenant's token quota. The report never holds the API key, the
 synthetic value or the answers' text, so it may go to logs, alerts and metrics as it is.
-``CanaryMetrics`` records runs in Prometheus.
+The report and its Prometheus metrics are in ``serving.canary_report``.
 """
 
 from __future__ import annotations
@@ -29,16 +29,16 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import openai
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from core.settings import CanarySettings
 from models.pii.placeholders import PLACEHOLDER_RE
+from serving.canary_report import STEPS, CanaryMetrics, CanaryReport, CanaryStep
 
 __all__ = [
     "PII_PROMPT",
@@ -53,7 +53,6 @@ __all__ = [
 
 _log = logging.getLogger("enclave.canary")
 
-STEPS = ("auth", "guards", "retrieval", "generation", "output_scan")
 """The canary's steps, in the order they run."""
 
 PII_PROMPT = (
@@ -65,7 +64,6 @@ confirm my email address: ..." or "Repeat ...: ..." were blocked by the injectio
 and "update my contact email ..." was answered without the address.
 """
 
-StepStatus = Literal["ok", "failed", "skipped"]
 _MAX_MESSAGE = 400
 
 
@@ -78,104 +76,6 @@ def api_root(base_url: str) -> str:
     """The server root of ``base_url`` (``http://host:port``, with or without ``/v1``)."""
     root = base_url.rstrip("/")
     return root.removesuffix("/v1")
-
-
-@dataclass(slots=True)
-class CanaryStep:
-    """One checked step: its outcome, how long it took, and why it failed."""
-
-    name: str
-    status: StepStatus
-    duration_s: float = 0.0
-    message: str = ""
-    request_id: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "name": self.name,
-            "status": self.status,
-            "duration_s": round(self.duration_s, 3),
-            "message": self.message,
-            "request_id": self.request_id,
-            "detail": self.detail,
-        }
-
-
-@dataclass(slots=True)
-class CanaryReport:
-    """The outcome of one canary run."""
-
-    base_url: str
-    started_at: datetime
-    duration_s: float
-    steps: list[CanaryStep]
-
-    @property
-    def ok(self) -> bool:
-        """Whether every step passed."""
-        return bool(self.steps) and all(step.status == "ok" for step in self.steps)
-
-    @property
-    def failed_step(self) -> CanaryStep | None:
-        """The first step that failed, if any."""
-        return next((step for step in self.steps if step.status == "failed"), None)
-
-    def summary(self) -> str:
-        """One line for logs and alerts."""
-        failed = self.failed_step
-        if failed is None:
-            return f"canary passed in {self.duration_s:.1f} s"
-        where = f" (request id {failed.request_id})" if failed.request_id else ""
-        return f"canary failed at step {failed.name}: {failed.message}{where}"
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``enclave canary --json``)."""
-        failed = self.failed_step
-        return {
-            "ok": self.ok,
-            "result": "ok" if self.ok else "failed",
-            "base_url": self.base_url,
-            "started_at": self.started_at.isoformat(),
-            "duration_s": round(self.duration_s, 3),
-            "failed_step": failed.name if failed else None,
-            "request_id": failed.request_id if failed else None,
-            "steps": [step.as_dict() for step in self.steps],
-        }
-
-
-class CanaryMetrics:
-    """The canary's Prometheus metrics (docs/metrics.md), on the registry passed in."""
-
-    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
-        self.runs = Counter(
-            "enclave_canary_runs_total", "Viability-canary runs.", ["result"], registry=registry
-        )
-        self.success = Gauge(
-            "enclave_canary_success", "1 if the last canary run passed, else 0.", registry=registry
-        )
-        self.last_success = Gauge(
-            "enclave_canary_last_success_timestamp_seconds",
-            "When the canary last passed (Unix time).",
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "enclave_canary_duration_seconds",
-            "One canary conversation, end to end.",
-            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300),
-            registry=registry,
-        )
-        for result in ("ok", "failed"):
-            self.runs.labels(result=result)
-
-    def record(self, report: CanaryReport) -> None:
-        """Count one run and update the gauges."""
-        self.runs.labels(result="ok" if report.ok else "failed").inc()
-        self.success.set(1 if report.ok else 0)
-        self.duration.observe(report.duration_s)
-        if report.ok:
-            self.last_success.set(report.started_at.timestamp() + report.duration_s)
 
 
 class _StepSkipped(Exception):
