@@ -708,8 +708,10 @@ class CanarySettings(_Section):
 
     enabled: bool = Field(
         default=True,
-        description="`enclave serve` runs the canary every interval_s with a staff key of its "
-        "own (issued once, kept in <data_dir>/secrets/canary-api-key).",
+        description="The API replica runs the canary every interval_s with a staff key of its "
+        "own (issued once, kept in <data_dir>/secrets/canary-api-key); its results are in that "
+        "replica's /metrics. In a cluster with several API replicas use the chart's CronJob "
+        "instead (false).",
     )
     interval_s: float = Field(
         default=900.0,

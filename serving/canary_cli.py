@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -216,6 +217,32 @@ def start_canary_scheduler(
     scheduler.start()
     _log.info("canary scheduled", extra={"interval_s": settings.canary.interval_s})
     return scheduler
+
+
+def start_canary_when_ready(
+    settings: Settings, base_url: str, *, registry: CollectorRegistry, timeout_s: float = 900.0
+) -> threading.Event:
+    """Start the canary schedule once ``base_url`` answers ``/readyz`` (from the API replica:
+    the replica is built before the application serves, and a first run against a stack
+    still starting would alert for nothing). Set the returned event to stop it."""
+    stop = threading.Event()
+
+    def wait_then_start() -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
+                    start_canary_scheduler(settings, base_url, registry=registry, until=stop)
+                    return
+            except httpx.HTTPError:
+                pass
+            stop.wait(5.0)
+        _log.warning("canary not started: the stack did not become ready")
+
+    threading.Thread(target=wait_then_start, name="canary-start", daemon=True).start()
+    return stop
 
 
 def _print_report(report: CanaryReport) -> None:

@@ -270,6 +270,13 @@ class APIIngress:
                 HandleKnowledgeService(self._retriever) if self._retriever is not None else None
             ),
         )
+        if settings.canary.enabled:
+            # The canary runs beside the API, so its results are in this replica's /metrics.
+            from serving.canary_cli import start_canary_when_ready
+
+            self._canary_stop = start_canary_when_ready(
+                settings, f"http://127.0.0.1:{settings.api.port}", registry=registry
+            )
         return create_app(services, echo_request_id_header=False)
 
 

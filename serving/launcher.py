@@ -154,10 +154,6 @@ def run_foreground(settings: Settings) -> int:
     stack = EmbeddedStack(settings)
     try:
         urls = stack.start()
-        if settings.canary.enabled and not stop.is_set():
-            from serving.canary_cli import start_canary_scheduler
-
-            start_canary_scheduler(settings, urls.api_base, until=stop)
         if not stop.is_set():
             print(
                 "\nEnclave is ready.\n"
