@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from api.context import PromptTokenizer
+from api.resilience import retry_idempotent
 from core.errors import ClientError
 from core.settings import RetrievalSettings
 from index.base import KnowledgeService, Source
@@ -94,9 +95,12 @@ class RetrievalStage:
             return Grounding("skipped", reason="retrieval is turned off")
         started = time.perf_counter()
         try:
+            knowledge = self._knowledge
             result = await asyncio.wait_for(
-                self._knowledge.retrieve(
-                    tenant, name, query, k=settings.top_k, min_score=settings.min_score
+                retry_idempotent(
+                    lambda: knowledge.retrieve(
+                        tenant, name, query, k=settings.top_k, min_score=settings.min_score
+                    )
                 ),
                 timeout=settings.timeout_s,
             )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from api.resilience import retry_idempotent
 from api.services import GuardClient
 from core.settings import GuardSettings
 from models.guard_types import GuardVerdict
@@ -106,7 +107,8 @@ class GuardStage:
         results: list[ScanResult | None] = [self._cache.get(k) for k in keys]
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
-            fresh = await self._client.scan([texts[i] for i in missing])
+            pending = [texts[i] for i in missing]
+            fresh = await retry_idempotent(lambda: self._client.scan(pending))
             for index, result in zip(missing, fresh, strict=True):
                 results[index] = result
                 self._cache.put(keys[index], result)
@@ -115,7 +117,7 @@ class GuardStage:
 
     async def _check(self, text: str) -> tuple[GuardVerdict, float]:
         started = time.perf_counter()
-        verdict = await self._client.check(text)
+        verdict = await retry_idempotent(lambda: self._client.check(text))
         return verdict, round((time.perf_counter() - started) * 1000, 2)
 
     def _decide(self, verdict: GuardVerdict) -> Decision:

@@ -16,9 +16,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from enum import IntEnum
 from typing import TypeVar
+
+from core.errors import ServiceUnavailable
 
 __all__ = [
     "CircuitBreaker",
@@ -232,3 +234,22 @@ async def with_deadlines(
         close = getattr(source, "aclose", None)
         if close is not None:
             await close()
+
+
+async def retry_idempotent(
+    call: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = 2,
+    backoff_s: float = 0.25,
+) -> T:
+    """``call()``, tried again after a growing pause when a dependency was briefly away
+    (``ServiceUnavailable``: a full queue, a restarting replica). Only for calls that are
+    safe to repeat (classification, PII scans, searches) — never for generation."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except ServiceUnavailable:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(backoff_s * (2**attempt))
+    raise AssertionError("unreachable")  # pragma: no cover

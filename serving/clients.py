@@ -155,11 +155,19 @@ _BACK_PRESSURE_RETRY_AFTER_S = 2
 
 def _raise_if_back_pressure(exc: Exception, deployment: str) -> None:
     """Turn Serve's "queue full" (``BackPressureError``, also wrapped in a ``RayTaskError``
-    when a replica's own call was refused) into ``ServiceUnavailable``: 503, Retry-After."""
-    from ray.exceptions import RayTaskError
+    when a replica's own call was refused) and a dead or restarting replica
+    (``RayActorError``) into ``ServiceUnavailable``: 503, Retry-After."""
+    from ray.exceptions import RayActorError, RayTaskError
     from ray.serve.exceptions import BackPressureError
 
     cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    if isinstance(cause, RayActorError):
+        # The replica died or is restarting: a transient condition a retry may outlive.
+        raise ServiceUnavailable(
+            f"The {deployment} service is restarting. Retry in a few seconds.",
+            retry_after=_BACK_PRESSURE_RETRY_AFTER_S,
+            extra={"deployment": deployment},
+        ) from exc
     if not isinstance(cause, BackPressureError):
         return
     hint = cause.retry_after_s
