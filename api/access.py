@@ -37,7 +37,8 @@ __all__ = [
 _log = logging.getLogger("enclave.api.access")
 
 PUBLIC: frozenset[Role] = frozenset()
-"""Marker: no credentials needed (probes and the Prometheus scrape only)."""
+"""Marker: no credentials needed (probes, the Prometheus scrape, the portal's page and
+static files — every API call the portal makes carries the user's key)."""
 
 _STAFF: frozenset[Role] = frozenset({"staff"})
 _TENANT_ADMIN: frozenset[Role] = frozenset({"tenant_admin"})
@@ -51,6 +52,9 @@ ROUTE_POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
+    # The chat portal's page and assets: public; every API call it makes carries a key.
+    ("GET", "/"): PUBLIC,
+    ("GET", "/portal/{file}"): PUBLIC,
     # Chat: staff, and tenant admins trying their prompts; auditors never chat.
     ("POST", "/v1/chat/completions"): _STAFF | _TENANT_ADMIN,
     ("GET", "/v1/models"): _ANY,

@@ -32,6 +32,7 @@ from api.routes import (
     readyz,
 )
 from api.routes.metrics import metrics_route, record_http
+from api.routes.portal import PortalController
 from api.security import Principal
 from api.security.headers import cors_config, security_headers
 from api.services import Services
@@ -76,6 +77,7 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
             my_usage,
             erase_person,
             metrics_route(services.metrics.registry),
+            PortalController,
         ],
         guards=[
             Gatekeeper(security.authenticator, security.rate_limiter, audit_trail, services.metrics)

@@ -43,6 +43,8 @@ CALLS: dict[tuple[str, str], tuple[str, dict[str, Any], int]] = {
     ("GET", "/healthz"): ("/healthz", {}, 200),
     ("GET", "/readyz"): ("/readyz", {}, 200),
     ("GET", "/metrics"): ("/metrics", {}, 200),
+    ("GET", "/"): ("/", {}, 200),
+    ("GET", "/portal/{file}"): ("/portal/portal.js", {}, 200),
     ("POST", "/v1/chat/completions"): ("/v1/chat/completions", {"json": CHAT}, 200),
     ("GET", "/v1/models"): ("/v1/models", {}, 200),
     ("GET", "/v1/info"): ("/v1/info", {}, 200),
@@ -121,6 +123,8 @@ MAY_CALL: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/healthz"): None,  # public
     ("GET", "/readyz"): None,
     ("GET", "/metrics"): None,
+    ("GET", "/"): None,  # the portal page and its assets; its API calls carry a key
+    ("GET", "/portal/{file}"): None,
     ("POST", "/v1/chat/completions"): {"staff", "tenant_admin"},  # auditors never chat
     ("GET", "/v1/models"): EVERYONE,
     ("GET", "/v1/info"): EVERYONE,
@@ -186,7 +190,13 @@ def test_every_route_declares_who_may_call_it(
     assert set(ROUTE_POLICY) - routes == set(), "policies for routes that do not exist"
     assert set(CALLS) == routes == set(MAY_CALL), "this test must call every route"
     public = {route for route, roles in ROUTE_POLICY.items() if roles is PUBLIC}
-    assert public == {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+    assert public == {
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/"),
+        ("GET", "/portal/{file}"),
+    }
 
 
 def expected_status(route: tuple[str, str], caller: str, url: str, success: int) -> int:

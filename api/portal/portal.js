@@ -1,0 +1,579 @@
+// Enclave staff chat portal: sign in with an API key, streamed answers with citations,
+// history. Vanilla ES module, no build step; talks only to its own origin.
+import { renderMarkdown } from "./markdown.js";
+
+const KEY_SLOT = "enclave.apiKey"; // sessionStorage only: never a cookie, nothing that outlives the tab
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  model: null,
+  messages: [], // the conversation sent to the model: [{role, content}]
+  conversationId: null,
+  controller: null, // AbortController of the answer being streamed
+  busy: false,
+};
+
+// ---------------------------------------------------------------- API access
+
+class ApiError extends Error {
+  constructor(status, problem, retryAfter, requestId) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+    this.retryAfter = retryAfter;
+    this.requestId = requestId;
+  }
+}
+
+function apiKey() {
+  return sessionStorage.getItem(KEY_SLOT);
+}
+
+function headers(extra = {}) {
+  return { Authorization: `Bearer ${apiKey()}`, ...extra };
+}
+
+async function problemOf(response) {
+  let problem = {};
+  try {
+    problem = await response.json();
+  } catch {
+    problem = { title: response.statusText };
+  }
+  if (problem && problem.error && problem.error.problem) problem = problem.error.problem;
+  const retryAfter = Number(response.headers.get("Retry-After")) || null;
+  const requestId = problem.request_id || response.headers.get("X-Request-ID") || "unknown";
+  return new ApiError(response.status, problem, retryAfter, requestId);
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    headers: headers(options.headers),
+    credentials: "omit",
+  });
+  if (!response.ok) throw await problemOf(response);
+  return response;
+}
+
+// ---------------------------------------------------------------- errors
+
+/** One clear sentence per class of error, from the problem details. */
+function explain(error) {
+  if (!(error instanceof ApiError)) {
+    return "The connection to Enclave was lost. Check your network and retry.";
+  }
+  const p = error.problem || {};
+  const detail = p.detail || "";
+  switch (error.status) {
+    case 401:
+      return "Your key was not accepted or has expired. Sign in again.";
+    case 403:
+      return `You are not allowed to do this. ${detail}`;
+    case 429:
+      if (String(p.type || "").endsWith("quota-exceeded")) {
+        const resets = p.quota_resets_at ? new Date(p.quota_resets_at).toLocaleString() : null;
+        return `Your token quota is used up${resets ? `; it resets at ${resets}` : ""}. ${detail}`;
+      }
+      return `Too many requests: retry in ${error.retryAfter || 1} s. ${detail}`;
+    case 503:
+      return `Enclave is busy right now. ${detail}`;
+    default:
+      return `${p.title || "Request failed"}: ${detail}`;
+  }
+}
+
+function showError(error, retry = null) {
+  $("error-text").textContent = explain(error);
+  $("error-request-id").textContent =
+    error instanceof ApiError ? error.requestId : error.requestId || "none (no response)";
+  $("error-retry").hidden = !retry;
+  $("error-retry").onclick = retry
+    ? () => {
+        clearError();
+        retry();
+      }
+    : null;
+  $("error-sign-in").hidden = !(error instanceof ApiError && error.status === 401);
+  $("error").hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+}
+
+function setPhase(text) {
+  $("phase").textContent = text;
+}
+
+// ---------------------------------------------------------------- sign-in
+
+function showSignIn(message = "") {
+  $("app-view").hidden = true;
+  $("sign-out").hidden = true;
+  $("whoami").hidden = true;
+  $("sign-in-view").hidden = false;
+  $("sign-in-error").textContent = message;
+  $("sign-in-error").hidden = !message;
+  $("api-key").value = "";
+  $("api-key").focus();
+}
+
+async function enter() {
+  let me;
+  try {
+    me = await (await api("/v1/me")).json();
+    const models = await (await api("/v1/models")).json();
+    state.model = models.data.length ? models.data[0].id : null;
+  } catch (error) {
+    sessionStorage.removeItem(KEY_SLOT);
+    const message = error instanceof ApiError ? explain(error) : explain(null);
+    const rid = error instanceof ApiError ? ` (request id ${error.requestId})` : "";
+    showSignIn(message + rid);
+    return;
+  }
+  $("whoami").textContent = `Signed in: ${me.subject} (${me.roles.join(", ")}) · ${me.tenant}`;
+  $("whoami").hidden = false;
+  $("sign-out").hidden = false;
+  $("sign-in-view").hidden = true;
+  $("app-view").hidden = false;
+  newConversation();
+  loadHistory();
+}
+
+function signOut() {
+  if (state.controller) state.controller.abort();
+  sessionStorage.removeItem(KEY_SLOT);
+  state.messages = [];
+  state.conversationId = null;
+  $("conversation").replaceChildren();
+  $("history").replaceChildren();
+  clearError();
+  setPhase("");
+  showSignIn("You are signed out.");
+}
+
+// ---------------------------------------------------------------- rendering turns
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function addUserTurn(text) {
+  const turn = el("article", { class: "turn user", "aria-label": "You" }, el("p", { class: "who" }, "You"));
+  turn.append(text); // text node: shown as typed
+  $("conversation").append(turn);
+  turn.scrollIntoView({ block: "end" });
+}
+
+function addAssistantTurn() {
+  const answer = el("div", { class: "answer" });
+  const sources = el("div", { class: "sources-wrap" });
+  const tools = el("div", { class: "tools" });
+  const turn = el(
+    "article",
+    { class: "turn assistant", "aria-label": "Enclave" },
+    el("p", { class: "who" }, "Enclave"),
+    answer,
+    sources,
+    tools,
+  );
+  $("conversation").append(turn);
+  return { turn, answer, sources, tools, text: "" };
+}
+
+function paint(view) {
+  // The only HTML written into the page: renderMarkdown escapes everything first.
+  view.answer.innerHTML = renderMarkdown(view.text);
+  view.turn.scrollIntoView({ block: "end" });
+}
+
+function showSources(view, sources) {
+  view.sources.replaceChildren();
+  if (!sources || !sources.length) return;
+  const list = el("ol", { class: "sources", "aria-label": "Sources" });
+  for (const source of sources) {
+    const label = `[${source.number}] ${source.title} (${source.document_id})`;
+    list.append(
+      el(
+        "li",
+        { value: String(source.number) },
+        el("button", { type: "button", class: "link citation", onclick: () => openPassage(source) }, label),
+      ),
+    );
+  }
+  view.sources.append(el("p", { class: "sources-title" }, "Sources"), list);
+}
+
+function addTools(view, { regenerate }) {
+  view.tools.replaceChildren(
+    el(
+      "button",
+      {
+        type: "button",
+        class: "secondary",
+        onclick: async (event) => {
+          try {
+            await navigator.clipboard.writeText(view.text);
+            event.target.textContent = "Copied";
+          } catch {
+            event.target.textContent = "Copy not allowed here";
+          }
+        },
+      },
+      "Copy",
+    ),
+  );
+  if (regenerate) {
+    view.tools.append(el("button", { type: "button", class: "secondary", onclick: regenerate }, "Regenerate"));
+  }
+}
+
+function showPii(lineage) {
+  const protectedKinds = lineage && lineage.pii && lineage.pii.protected;
+  const any = Array.isArray(protectedKinds)
+    ? protectedKinds.length > 0
+    : protectedKinds && Object.keys(protectedKinds).length > 0;
+  $("pii-notice").hidden = !any;
+}
+
+// ---------------------------------------------------------------- passages
+
+async function openPassage(source) {
+  const kb = encodeURIComponent(source.knowledge_base);
+  const chunk = encodeURIComponent(source.chunk_id); // the chunk id holds a '#'
+  try {
+    const passage = await (await api(`/v1/knowledge-bases/${kb}/passages/${chunk}`)).json();
+    $("passage-title").textContent = `[${source.number}] ${passage.title}`;
+    const where = [passage.knowledge_base, passage.doc_id, ...(passage.heading_path || [])];
+    $("passage-where").textContent = where.join(" › ");
+    $("passage-text").textContent = passage.text;
+    $("passage").hidden = false;
+    $("passage-close").focus();
+  } catch (error) {
+    showError(error, () => openPassage(source));
+  }
+}
+
+// ---------------------------------------------------------------- chat
+
+function setBusy(busy) {
+  state.busy = busy;
+  $("send").disabled = busy;
+  $("stop").disabled = !busy;
+}
+
+const sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+
+/** Split server-sent-event frames out of the buffer; returns [frames' data, rest]. */
+function takeFrames(buffer) {
+  const frames = [];
+  let rest = buffer.replace(/\r\n/g, "\n");
+  let end = rest.indexOf("\n\n");
+  while (end >= 0) {
+    const block = rest.slice(0, end);
+    rest = rest.slice(end + 2);
+    const data = block
+      .split("\n")
+      .filter((line) => line.startsWith("data:"))
+      .map((line) => line.slice(5).trimStart())
+      .join("\n");
+    if (data) frames.push(data);
+    end = rest.indexOf("\n\n");
+  }
+  return [frames, rest];
+}
+
+async function ask(text) {
+  clearError();
+  state.messages.push({ role: "user", content: text });
+  addUserTurn(text);
+  await answer(addAssistantTurn());
+}
+
+/** Stream the answer to state.messages into `view`; retries a 503 once after Retry-After. */
+async function answer(view, attempt = 0) {
+  setBusy(true);
+  setPhase("Sending…");
+  const controller = new AbortController();
+  state.controller = controller;
+  // A low temperature: staff want the handbook's answer, not a creative one.
+  const body = { model: state.model, messages: state.messages, stream: true, temperature: 0.2 };
+  if (state.conversationId) body.conversation_id = state.conversationId;
+  let lineage = null;
+  let failure = null;
+  let requestId = null;
+  try {
+    const response = await api("/v1/chat/completions", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      signal: controller.signal,
+    });
+    requestId = response.headers.get("X-Request-ID");
+    setPhase("Generating…");
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      let frames;
+      [frames, buffer] = takeFrames(buffer + value);
+      for (const data of frames) {
+        if (data === "[DONE]") continue;
+        const frame = JSON.parse(data);
+        if (frame.error) {
+          const problem = frame.error.problem || { detail: frame.error.message, status: frame.error.code };
+          failure = new ApiError(problem.status || 503, problem, null, frame.error.request_id);
+        } else if (frame.choices && frame.choices.length) {
+          const piece = frame.choices[0].delta && frame.choices[0].delta.content;
+          if (piece) {
+            view.text += piece;
+            paint(view);
+          }
+        } else if (frame.enclave && frame.enclave.event === "fallback") {
+          setPhase("Generating… (switched to the fallback model)");
+        } else if (frame.enclave) {
+          lineage = frame.enclave;
+        }
+      }
+    }
+  } catch (error) {
+    if (controller.signal.aborted) {
+      setPhase("Stopped.");
+    } else if (error instanceof ApiError && error.status === 503 && attempt === 0) {
+      const wait = error.retryAfter || 2;
+      setPhase(`Enclave is busy; retrying in ${wait} s…`);
+      await sleep(wait);
+      if (state.controller === controller && !controller.signal.aborted) return answer(view, 1);
+      setPhase("Stopped.");
+      return undefined;
+    } else {
+      failure = error;
+      if (!(error instanceof ApiError)) failure.requestId = requestId; // the stream broke
+    }
+  } finally {
+    if (state.controller === controller) {
+      state.controller = null;
+      setBusy(false);
+    }
+  }
+  if (failure && failure instanceof ApiError && failure.status === 401) {
+    showError(failure);
+    return undefined;
+  }
+  if (failure) {
+    // Keep whatever arrived; offer to ask again.
+    setPhase(view.text ? "The answer was cut off." : "No answer.");
+    showError(failure, () => regenerate(view));
+    addTools(view, { regenerate: () => regenerate(view) });
+    return undefined;
+  }
+  if (controller.signal.aborted) {
+    addTools(view, { regenerate: () => regenerate(view) });
+    return undefined;
+  }
+  state.messages.push({ role: "assistant", content: view.text });
+  view.messageIndex = state.messages.length - 1;
+  if (lineage) {
+    if (lineage.conversation_id) state.conversationId = lineage.conversation_id;
+    showSources(view, lineage.sources);
+    showPii(lineage);
+    setPhase(lineage.retrieval === "degraded" ? "Done — documents unavailable, answered without them." : "Done.");
+  } else {
+    setPhase("Done.");
+  }
+  addTools(view, { regenerate: () => regenerate(view) });
+  loadHistory();
+  return undefined;
+}
+
+/** Ask the last question again, replacing this answer. */
+async function regenerate(view) {
+  if (state.busy) return;
+  clearError();
+  if (view.messageIndex !== undefined) state.messages.splice(view.messageIndex, 1);
+  view.messageIndex = undefined;
+  view.text = "";
+  view.sources.replaceChildren();
+  view.tools.replaceChildren();
+  paint(view);
+  await answer(view);
+}
+
+function stop() {
+  if (state.controller) state.controller.abort(); // the server stops generating on disconnect
+}
+
+function newConversation() {
+  stop();
+  state.messages = [];
+  state.conversationId = null;
+  $("conversation").replaceChildren();
+  $("passage").hidden = true;
+  $("pii-notice").hidden = true;
+  clearError();
+  setPhase("");
+  for (const item of $("history").children) item.classList.remove("current");
+  $("message").focus();
+}
+
+// ---------------------------------------------------------------- history
+
+async function loadHistory() {
+  const search = $("search").value.trim();
+  const query = search ? `?search=${encodeURIComponent(search)}` : "";
+  try {
+    const { data } = await (await api(`/v1/conversations${query}`)).json();
+    $("history").replaceChildren(...data.map(historyItem));
+    $("history-status").textContent = data.length ? "" : "No conversations yet.";
+  } catch (error) {
+    showError(error, loadHistory);
+  }
+}
+
+function historyItem(conversation) {
+  const title = conversation.title || "Untitled";
+  const item = el("li", { "data-id": conversation.id });
+  if (conversation.id === state.conversationId) item.classList.add("current");
+  item.append(
+    el("button", { type: "button", class: "link open", onclick: () => openConversation(conversation.id) }, title),
+    el(
+      "div",
+      { class: "tools" },
+      el("button", { type: "button", class: "secondary", "aria-label": `Rename “${title}”`, onclick: () => rename(conversation) }, "Rename"),
+      el("button", { type: "button", class: "secondary", "aria-label": `Export “${title}” as Markdown`, onclick: () => exportConversation(conversation, "markdown") }, "Markdown"),
+      el("button", { type: "button", class: "secondary", "aria-label": `Export “${title}” as JSON`, onclick: () => exportConversation(conversation, "json") }, "JSON"),
+      el("button", { type: "button", class: "secondary", "aria-label": `Delete “${title}”`, onclick: () => remove(conversation) }, "Delete"),
+    ),
+  );
+  return item;
+}
+
+async function openConversation(id) {
+  if (state.busy) stop();
+  try {
+    const conversation = await (await api(`/v1/conversations/${encodeURIComponent(id)}`)).json();
+    newConversation();
+    state.conversationId = conversation.id;
+    for (const message of conversation.messages) {
+      if (message.role === "user") {
+        addUserTurn(message.content);
+      } else if (message.role === "assistant") {
+        const view = addAssistantTurn();
+        view.text = message.content;
+        paint(view);
+        showSources(view, message.sources);
+        addTools(view, {});
+      }
+      state.messages.push({ role: message.role, content: message.content });
+    }
+    setPhase(`Opened “${conversation.title || "Untitled"}”.`);
+    loadHistory();
+  } catch (error) {
+    showError(error, () => openConversation(id));
+  }
+}
+
+async function rename(conversation) {
+  const title = window.prompt("New title", conversation.title || "");
+  if (title === null || !title.trim()) return;
+  try {
+    await api(`/v1/conversations/${encodeURIComponent(conversation.id)}`, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ title }),
+    });
+    loadHistory();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function remove(conversation) {
+  if (!window.confirm(`Delete “${conversation.title || "Untitled"}” for good?`)) return;
+  try {
+    await api(`/v1/conversations/${encodeURIComponent(conversation.id)}`, { method: "DELETE" });
+    if (conversation.id === state.conversationId) newConversation();
+    loadHistory();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function exportConversation(conversation, format) {
+  try {
+    const id = encodeURIComponent(conversation.id);
+    const response = await api(`/v1/conversations/${id}/export?format=${format}`);
+    const blob = await response.blob();
+    const url = URL.createObjectURL(blob);
+    const link = el("a", { href: url, download: `${conversation.id}.${format === "json" ? "json" : "md"}` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+// ---------------------------------------------------------------- wiring
+
+function start() {
+  $("sign-in-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = $("api-key").value.trim();
+    if (!key) {
+      showSignIn("Enter your API key.");
+      return;
+    }
+    sessionStorage.setItem(KEY_SLOT, key);
+    enter();
+  });
+  $("sign-out").addEventListener("click", signOut);
+  $("error-sign-in").addEventListener("click", signOut);
+  $("new-chat").addEventListener("click", newConversation);
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadHistory();
+  });
+  let searchTimer = null;
+  $("search").addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(loadHistory, 250);
+  });
+  $("passage-close").addEventListener("click", () => {
+    $("passage").hidden = true;
+    $("message").focus();
+  });
+  $("stop").addEventListener("click", stop);
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("message").value.trim();
+    if (!text || state.busy) return;
+    $("message").value = "";
+    ask(text);
+  });
+  $("message").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    } else if (event.key === "Escape") {
+      stop();
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.busy) stop();
+  });
+  if (apiKey()) enter();
+  else showSignIn();
+}
+
+start();
