@@ -10,7 +10,9 @@ import uvicorn
 from litestar import Litestar
 
 from api.app import create_app
+from api.history import ConversationStore
 from api.services import Services
+from core.audit import AuditLog, AuditSigner
 from core.db import Database
 from core.settings import Settings, config_version
 from serving.security import build_security
@@ -44,6 +46,9 @@ def build() -> Litestar:
         canary_token="canary",
         documents_prompt="{documents}",
         security=build_security(settings, db),
+        database=db,
+        audit=AuditLog(AuditSigner.generate()),
+        history=ConversationStore(db),
     )
     return create_app(services)
 

@@ -78,6 +78,10 @@ def two_api_processes(tmp_path: Path) -> Iterator[tuple[list[str], str, str]]:
                         break
                 except httpx.HTTPError:
                     pass
+                for process in processes:
+                    if process.poll() is not None:
+                        error = process.stderr.read().decode() if process.stderr else ""
+                        pytest.fail(f"an API process exited:\n{error[-3000:]}")
                 assert time.monotonic() < deadline, "the API processes did not start"
                 time.sleep(0.2)
         yield urls, admin_key, prefix
