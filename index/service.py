@@ -47,7 +47,7 @@ from index.base import (
     UploadedFile,
 )
 from index.catalog import BaseRecord, Catalogue, DocumentOutcome
-from index.errors import DocumentError, UnknownDocument
+from index.errors import DocumentError, IndexUnavailable, UnknownDocument
 from index.faiss_index import HNSWOptions
 from index.knowledge_base import KnowledgeBase
 from index.parsing import MEDIA_TYPES, document_from_bytes, media_type_of
@@ -454,4 +454,12 @@ class KnowledgeBaseService:
         if now - self._refreshed.get(kb_id, 0.0) < _REFRESH_EVERY_S:
             return
         self._refreshed[kb_id] = now
-        await asyncio.to_thread(kb.refresh)
+        try:
+            await asyncio.to_thread(kb.refresh)
+        except IndexUnavailable as exc:
+            # A newer version that cannot be read (a broken pointer, a half-copied volume)
+            # must not take search down: keep answering from the version already loaded.
+            _log.warning(
+                "index reload failed; serving the loaded version",
+                extra={"kb_id": kb_id, "version": kb.version, "error": exc.detail},
+            )

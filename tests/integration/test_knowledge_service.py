@@ -356,3 +356,18 @@ async def test_seed_ingests_once(
     assert await service.seed([seed]) == []
     info = await service.get_base("default", "seeded")
     assert (info.documents, info.pii_policy) == (2, "keep")
+
+
+async def test_a_broken_newer_version_does_not_take_search_down(
+    database: Database, encoder: SentenceEncoder, tmp_path: Path
+) -> None:
+    service = make_service(database, encoder, tmp_path / "kb")
+    await service.create_base("default", "kb")
+    await service.upload("default", "kb", [handbook_file("it-vpn.md")])
+    first = await service.retrieve("default", "kb", "vpn on hotel wifi", k=2, min_score=0.0)
+    record = await service._catalogue.get_base("default", "kb")
+    (tmp_path / "kb" / record.kb_id / "CURRENT").write_text("v999999-deadbeef\n")
+    await asyncio.sleep(1.1)  # past the reload interval
+    again = await service.retrieve("default", "kb", "vpn on hotel wifi", k=2, min_score=0.0)
+    assert again.version == first.version
+    assert [s.chunk_id for s in again.sources] == [s.chunk_id for s in first.sources]
