@@ -27,7 +27,6 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory,
     test_settings: Settings,
     monkeypatch_session: pytest.MonkeyPatch,
 ) -> Iterator[RunningStack]:

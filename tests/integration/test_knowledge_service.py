@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from models.encoder import SentenceEncoder
 from models.pii.presidio_scanner import PresidioScanner
 from models.store import ModelStore
 from serving.clients import LocalSpanFinder
+from tests.integration.databases import create_postgres_database, drop_postgres_database
 
 pytestmark = pytest.mark.integration
 
@@ -65,42 +65,19 @@ def finder(test_settings: Settings, offline_env: dict[str, str]) -> LocalSpanFin
     return LocalSpanFinder(scanner, test_settings.retrieval.ignore_pii_types)
 
 
-async def _postgres_database() -> tuple[str, str]:
-    import asyncpg
-
-    name = f"enclave_test_{secrets.token_hex(4)}"
-    admin = PG_URL.replace("postgresql+asyncpg", "postgresql")
-    connection = await asyncpg.connect(admin)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    return name, PG_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-async def _drop_postgres(name: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     pg_name = None
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'enclave.db'}"
     else:
-        pg_name, url = await _postgres_database()
+        pg_name, url = await create_postgres_database()
     await asyncio.to_thread(upgrade, url)
     db = Database.from_url(url)
     yield db
     await db.dispose()
     if pg_name is not None:
-        await _drop_postgres(pg_name)
+        await drop_postgres_database(pg_name)
 
 
 def make_service(

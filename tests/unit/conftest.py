@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from litestar.testing import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from api.app import create_app
 from api.services import Security
@@ -122,3 +124,16 @@ def client(
 def _tracing() -> None:
     """A tracer provider for the process, as every Enclave process has (nothing exported)."""
     configure_tracing(TelemetrySettings())
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    """Spans of a test's own tracer provider (the process-wide one exports nothing)."""
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    provider = configure_tracing(TelemetrySettings(), exporter=exporter, install=False)
+    yield provider
+    provider.shutdown()

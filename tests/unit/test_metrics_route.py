@@ -20,9 +20,8 @@ from api.errors import exception_handlers
 from api.request_ids import echo_request_id
 from api.routes.metrics import metrics_route, record_http
 from core.metrics import EnclaveMetrics
-from core.settings import TelemetrySettings
 from core.telemetry import JsonFormatter
-from core.tracing import configure_tracing, current_trace_id, span
+from core.tracing import current_trace_id, span
 
 _log = logging.getLogger("enclave.test.route")
 _captured: dict[str, Any] = {}
@@ -49,18 +48,6 @@ class _Lines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(json.loads(self.format(record)))
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
-    provider = configure_tracing(TelemetrySettings(), exporter=exporter, install=False)
-    yield provider
-    provider.shutdown()
 
 
 @pytest.fixture

@@ -34,18 +34,6 @@ from core.tracing import (
 
 
 @pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
-    provider = configure_tracing(TelemetrySettings(), exporter=exporter, install=False)
-    yield provider
-    provider.shutdown()
-
-
-@pytest.fixture
 def tracer(provider: TracerProvider) -> Tracer:
     return provider.get_tracer("test")
 
