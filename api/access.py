@@ -77,6 +77,28 @@ ROUTE_POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("PATCH", "/v1/conversations/{conversation_id}"): _STAFF | _TENANT_ADMIN,
     ("DELETE", "/v1/conversations/{conversation_id}"): _STAFF | _TENANT_ADMIN,
     ("GET", "/v1/conversations/{conversation_id}/export"): _STAFF | _TENANT_ADMIN,
+    # The caller's portal profile (display name, language, default knowledge base).
+    ("GET", "/v1/me/profile"): _ANY,
+    ("PUT", "/v1/me/profile"): _ANY,
+    # Quality signals on the caller's own answers; the quality view for tenant admins.
+    ("POST", "/v1/feedback"): _STAFF | _TENANT_ADMIN,
+    ("POST", "/v1/signals"): _STAFF | _TENANT_ADMIN,
+    ("GET", "/v1/quality"): _TENANT_ADMIN,
+    ("GET", "/v1/evals"): _TENANT_ADMIN,
+    # Prompt versions: tenant admins of their tenant (and its clients).
+    ("GET", "/v1/prompts"): _TENANT_ADMIN,
+    ("GET", "/v1/prompts/{name}/versions"): _TENANT_ADMIN,
+    ("POST", "/v1/prompts/{name}/versions"): _TENANT_ADMIN,
+    ("GET", "/v1/prompts/{name}/versions/{version_id}"): _TENANT_ADMIN,
+    ("GET", "/v1/prompts/{name}/diff"): _TENANT_ADMIN,
+    ("POST", "/v1/prompts/{name}/versions/{version_id}/activate"): _TENANT_ADMIN,
+    ("POST", "/v1/prompts/{name}/rollback"): _TENANT_ADMIN,
+    # Runtime configuration versions: tenant admins for their tenant, platform admins for
+    # every tenant (and the '*' level above them).
+    ("GET", "/v1/config"): _TENANT_ADMIN | _PLATFORM_ADMIN,
+    ("PUT", "/v1/config"): _TENANT_ADMIN | _PLATFORM_ADMIN,
+    ("GET", "/v1/config/versions"): _TENANT_ADMIN | _PLATFORM_ADMIN,
+    ("POST", "/v1/config/versions/{number}/activate"): _TENANT_ADMIN | _PLATFORM_ADMIN,
     # The audit log: auditors only, read only.
     ("GET", "/v1/audit/records"): _AUDITOR,
     ("GET", "/v1/audit/export"): _AUDITOR,

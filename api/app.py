@@ -16,7 +16,11 @@ from api.errors import exception_handlers
 from api.lifecycle import RetentionJob
 from api.openapi_docs import document_problem_responses
 from api.pipeline import ChatPipeline
+from api.prompt_checks import SuiteRunner
+from api.prompt_registry import PromptRegistry, repo_layers
+from api.quality import QualityStore
 from api.request_ids import echo_request_id
+from api.request_plan import Planner
 from api.routes import (
     ApiKeyController,
     AuditController,
@@ -31,11 +35,19 @@ from api.routes import (
     my_usage,
     readyz,
 )
+from api.routes.config import RuntimeConfigController
+from api.routes.evals import EvalController
+from api.routes.feedback import FeedbackController
 from api.routes.metrics import metrics_route, record_http
 from api.routes.portal import PortalController
+from api.routes.profile import ProfileController
+from api.routes.prompts import PromptController
+from api.runtime_config import RuntimeConfigStore
 from api.security import Principal
 from api.security.headers import cors_config, security_headers
 from api.services import Services
+from core.errors import ConfigurationError
+from core.prompts import load_suites
 
 __all__ = ["create_app"]
 
@@ -46,9 +58,27 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
     Behind the Ray Serve proxy, ``echo_request_id_header`` is off: the proxy already puts
     the request id it passed in (``X-Request-ID``) on the response.
     """
-    pipeline = ChatPipeline(services)
     started_at = int(time.time())
     settings = services.settings
+    prompt_settings = settings.prompts
+    layers = repo_layers(prompt_settings.directory)
+    if prompt_settings.chat_prompt not in layers:
+        msg = (
+            f"prompts.chat_prompt: no prompt {prompt_settings.chat_prompt!r} in "
+            f"{prompt_settings.directory} (found: {', '.join(sorted(layers)) or 'none'})"
+        )
+        raise ConfigurationError(msg)
+    prompts = PromptRegistry(services.database, layers, refresh_s=prompt_settings.refresh_s)
+    runtime_config = RuntimeConfigStore(
+        services.database, settings, poll_s=prompt_settings.refresh_s
+    )
+    planner = Planner(
+        prompts, runtime_config, services.config_version, prompt_name=prompt_settings.chat_prompt
+    )
+    pipeline = ChatPipeline(services)
+    suite_runner = SuiteRunner(
+        pipeline, planner, load_suites(prompt_settings.directory / "suites"), settings.api
+    )
 
     def _const(value: Any) -> Provide:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
@@ -78,6 +108,11 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
             erase_person,
             metrics_route(services.metrics.registry),
             PortalController,
+            PromptController,
+            RuntimeConfigController,
+            FeedbackController,
+            EvalController,
+            ProfileController,
         ],
         guards=[
             Gatekeeper(security.authenticator, security.rate_limiter, audit_trail, services.metrics)
@@ -89,6 +124,11 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
             "history": _const(services.history),
             "audit_trail": _const(audit_trail),
             "pipeline": _const(pipeline),
+            "planner": _const(planner),
+            "prompts": _const(prompts),
+            "runtime_config": _const(runtime_config),
+            "suite_runner": _const(suite_runner),
+            "quality": _const(QualityStore(services.database)),
             "api_settings": _const(settings.api),
             "config_version": _const(services.config_version),
             "started_at": _const(started_at),

@@ -35,7 +35,23 @@ def _new_messages(chat: ValidatedChat, run: ChatRun, answer: str) -> list[Stored
         # The conversation holds the earlier turns already: only this turn is new.
         scrubbed = scrubbed[-1:]
     stored = [StoredMessage(m.role, m.content) for m in scrubbed]
-    lineage = {"decision": run.decision, "sources": run.grounding.citations()}
+    full = run.lineage()
+    # What the history, the quality view and feedback need: ids, versions and outcomes.
+    lineage = {
+        key: full[key]
+        for key in (
+            "decision",
+            "sources",
+            "model",
+            "engine",
+            "fallback",
+            "retrieval",
+            "prompt_version",
+            "prompt_chain",
+            "config_version",
+            "cohort",
+        )
+    }
     stored.append(
         StoredMessage(
             "assistant",

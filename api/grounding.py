@@ -20,7 +20,7 @@ from core.settings import RetrievalSettings
 from index.base import KnowledgeService, Source
 from models.llm.base import ChatMessage
 
-__all__ = ["Grounding", "RetrievalStage", "documents_block"]
+__all__ = ["Grounding", "RetrievalLimits", "RetrievalStage"]
 
 _log = logging.getLogger("enclave.retrieval")
 
@@ -64,14 +64,14 @@ class Grounding:
         ]
 
 
-def documents_block(template: str, sources: tuple[Source, ...]) -> str:
-    """The system-prompt section that lists the sources with their citation numbers."""
-    entries = []
-    for number, source in enumerate(sources, start=1):
-        heading = " > ".join(source.heading_path)
-        label = f"{source.title} — {heading}" if heading else source.title
-        entries.append(f"[{number}] {label}\n{source.text}")
-    return template.replace("{documents}", "\n\n".join(entries))
+@dataclass(frozen=True, slots=True)
+class RetrievalLimits:
+    """How much to retrieve for one request."""
+
+    enabled: bool
+    top_k: int
+    min_score: float
+    max_context_tokens: int
 
 
 class RetrievalStage:
@@ -87,11 +87,21 @@ class RetrievalStage:
         self._settings = settings
         self._tokenizer = tokenizer
 
-    async def run(self, tenant: str, requested: str | None, query: str) -> Grounding:
-        """Retrieve for ``query`` from the named (or the default) knowledge base."""
+    async def run(
+        self,
+        tenant: str,
+        requested: str | None,
+        query: str,
+        limits: RetrievalLimits | None = None,
+    ) -> Grounding:
+        """Retrieve for ``query`` from the named (or the default) knowledge base, within
+        ``limits`` (the tenant's runtime configuration; the settings' when not given)."""
         settings = self._settings
+        limits = limits or RetrievalLimits(
+            settings.enabled, settings.top_k, settings.min_score, settings.max_context_tokens
+        )
         name = requested or settings.default_knowledge_base
-        if self._knowledge is None or not settings.enabled:
+        if self._knowledge is None or not limits.enabled:
             return Grounding("skipped", reason="retrieval is turned off")
         started = time.perf_counter()
         try:
@@ -99,7 +109,7 @@ class RetrievalStage:
             result = await asyncio.wait_for(
                 retry_idempotent(
                     lambda: knowledge.retrieve(
-                        tenant, name, query, k=settings.top_k, min_score=settings.min_score
+                        tenant, name, query, k=limits.top_k, min_score=limits.min_score
                     )
                 ),
                 timeout=settings.timeout_s,
@@ -113,7 +123,7 @@ class RetrievalStage:
         except Exception as exc:
             return self._degraded(name, type(exc).__name__, started)
         elapsed = round((time.perf_counter() - started) * 1000, 2)
-        sources = self._within_budget(result.sources)
+        sources = self._within_budget(result.sources, limits.max_context_tokens)
         status: RetrievalStatus = "ok" if sources else "empty"
         return Grounding(
             status, name, result.version, sources, timings_ms={"retrieval_ms": elapsed}
@@ -124,8 +134,7 @@ class RetrievalStage:
         elapsed = round((time.perf_counter() - started) * 1000, 2)
         return Grounding("degraded", name, reason=reason, timings_ms={"retrieval_ms": elapsed})
 
-    def _within_budget(self, sources: tuple[Source, ...]) -> tuple[Source, ...]:
-        budget = self._settings.max_context_tokens
+    def _within_budget(self, sources: tuple[Source, ...], budget: int) -> tuple[Source, ...]:
         kept: list[Source] = []
         for source in sources:
             cost = len(self._tokenizer.prompt_token_ids([ChatMessage("system", source.text)]))

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.db import Database, conversations, messages
 from core.errors import InvalidRequest, NotFound
 
-__all__ = ["ConversationStore", "StoredMessage", "to_markdown"]
+__all__ = ["ConversationStore", "LastTurn", "StoredMessage", "to_markdown"]
 
 _TITLE_CHARS = 80
 
@@ -43,6 +43,16 @@ class StoredMessage:
     content: str
     request_id: str | None = None
     lineage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LastTurn:
+    """A conversation's latest exchange: what the user said and when they were answered."""
+
+    user_text: str
+    request_id: str | None
+    answered_at: datetime
+    lineage: dict[str, Any]
 
 
 def new_conversation_id() -> str:
@@ -198,6 +208,28 @@ class ConversationStore:
                 for m in rows
             ]
         return {**self._summary(row), "messages": items}
+
+    async def last_turn(self, tenant: str, user_id: str, conversation_id: str) -> LastTurn | None:
+        """The latest user message and the answer to it (None when the conversation has none)."""
+        async with self._db.reading() as connection:
+            await self._owned_row(connection, tenant, user_id, conversation_id)
+            rows = (
+                await connection.execute(
+                    select(messages)
+                    .where(messages.c.conversation_id == conversation_id)
+                    .order_by(messages.c.seq.desc())
+                    .limit(2)
+                )
+            ).all()
+        if len(rows) < 2 or rows[0].role != "assistant" or rows[1].role != "user":
+            return None
+        answer, question = rows
+        return LastTurn(
+            user_text=question.content,
+            request_id=answer.request_id,
+            answered_at=_utc(answer.created_at) or datetime.now(UTC),
+            lineage=answer.lineage if isinstance(answer.lineage, dict) else {},
+        )
 
     async def rename(
         self, tenant: str, user_id: str, conversation_id: str, title: str

@@ -13,11 +13,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from api.security import Principal
 from api.services import Services
-from core.db import conversations, messages
+from core.db import conversations, messages, quality_events, user_profiles
 from core.errors import EnclaveError
 
 __all__ = ["RetentionJob", "erase_subject"]
@@ -110,6 +110,17 @@ async def erase_subject(
     audit = services.audit
     async with audit.transaction(services.database) as connection:
         removed = await services.history.erase_user(connection, tenant, subject)
+        # The profile holds a display name; quality events hold (scrubbed) comments.
+        profile = await connection.execute(
+            delete(user_profiles).where(
+                user_profiles.c.tenant == tenant, user_profiles.c.user_id == subject
+            )
+        )
+        signals = await connection.execute(
+            delete(quality_events).where(
+                quality_events.c.tenant == tenant, quality_events.c.user_id == subject
+            )
+        )
         record = await audit.append(
             connection,
             tenant=tenant,
@@ -120,6 +131,8 @@ async def erase_subject(
                 "conversations": removed,
                 "documents": removed_documents,
                 "usage_counters": usage_counters,
+                "profile": bool(profile.rowcount),
+                "quality_events": signals.rowcount,
                 "auth_method": admin.auth_method,
             },
         )
@@ -129,5 +142,7 @@ async def erase_subject(
         "conversations": removed,
         "documents": removed_documents,
         "usage_counters": usage_counters,
+        "profile": bool(profile.rowcount),
+        "quality_events": signals.rowcount,
         "audit_seq": record.seq,
     }

@@ -64,6 +64,12 @@ class ChatCompletionRequest(msgspec.Struct, forbid_unknown_fields=False):
     # Enclave's extension: the conversation this turn belongs to (from an earlier
     # response's `enclave.conversation_id`); null: a new conversation.
     conversation_id: str | None = None
+    # Enclave's extension: the application within the tenant that asks (e.g. "portal"); it
+    # picks the client-level prompt overrides. null: the tenant's own prompt.
+    client: str | None = None
+    # Enclave's extension: the language to answer in (a BCP 47 tag such as "de"); null: the
+    # prompt's default.
+    language: str | None = None
 
 
 class Usage(msgspec.Struct):

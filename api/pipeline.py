@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -12,9 +11,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from api.context import ContextFit, fit_context
-from api.grounding import Grounding, RetrievalStage, documents_block
+from api.grounding import Grounding, RetrievalLimits, RetrievalStage
 from api.guarding import GuardOutcome, GuardStage
 from api.reply_filter import ReplyFilter
+from api.request_plan import RequestPlan
 from api.resilience import CircuitBreaker, with_deadlines
 from api.services import LLMClient, Services
 from api.validation import ValidatedChat
@@ -35,6 +35,7 @@ class ChatRun:
     request_id: str
     model: str
     guard: GuardOutcome
+    plan: RequestPlan
     fit: ContextFit | None = None
     engine: str = ""
     fallback_used: bool = False
@@ -46,6 +47,8 @@ class ChatRun:
     started: float = field(default_factory=time.perf_counter)
     first_token_s: float | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The system prompt as rendered for this request (the reply filter looks for leaks of it).
+    system_text: str = ""
     # Events for the client while the answer streams (e.g. a switch to the fallback); the
     # route drains them into choice-less SSE chunks.
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -55,7 +58,7 @@ class ChatRun:
         """What the guards decided: answer, refuse, escalate, block, …"""
         return self.guard.decision
 
-    def lineage(self, config_version: str, prompt_version: str) -> dict[str, Any]:
+    def lineage(self) -> dict[str, Any]:
         """What explains this response; identifiers, decisions and counts only (no text)."""
         verdict = self.guard.verdict
         masked = dict(self.reply_filter.masked) if self.reply_filter else {}
@@ -66,8 +69,7 @@ class ChatRun:
             "fallback": self.fallback_reason if self.fallback_used else None,
             "fallback_when": self.fallback_when if self.fallback_used else None,
             "trace_id": self.trace_id,
-            "config_version": config_version,
-            "prompt_version": prompt_version,
+            **self.plan.lineage(),
             "decision": self.decision,
             "guard": {
                 "intent": verdict.intent,
@@ -98,10 +100,6 @@ class ChatPipeline:
         self._retrieval = RetrievalStage(
             services.knowledge, services.settings.retrieval, services.tokenizer
         )
-        self._system_prompt = services.system_prompt.replace("{canary}", services.canary_token)
-        self._documents_prompt = services.documents_prompt
-        prompts = "\x00".join([services.system_prompt, services.documents_prompt])
-        self.prompt_version = "prm_" + hashlib.sha256(prompts.encode()).hexdigest()[:12]
         self.breaker = _primary_breaker(services)
         metrics = services.metrics
         metrics.circuit("llm_primary", int(self.breaker.state))
@@ -112,7 +110,9 @@ class ChatPipeline:
         """Model ids clients may request."""
         return [self._served]
 
-    async def prepare(self, chat: ValidatedChat, request_id: str, tenant: str) -> ChatRun:
+    async def prepare(
+        self, chat: ValidatedChat, request_id: str, tenant: str, plan: RequestPlan
+    ) -> ChatRun:
         """Check the model, run the guards, retrieve, assemble and fit the prompt.
 
         Client errors raise; retrieval problems only degrade the answer.
@@ -131,7 +131,7 @@ class ChatPipeline:
         metrics.observe_stage("guards", outcome.timings_ms.get("guards_ms", 0.0) / 1000)
         for entity_type, count in outcome.protected.items():
             metrics.pii(entity_type, count)
-        run = ChatRun(request_id=request_id, model=chat.model, guard=outcome)
+        run = ChatRun(request_id=request_id, model=chat.model, guard=outcome, plan=plan)
         _log.info(
             "guards decided",
             extra={
@@ -147,7 +147,16 @@ class ChatPipeline:
         if outcome.decision == "answer":
             query = next(m.content for m in reversed(outcome.messages) if m.role == "user")
             with span("retrieval") as current:
-                run.grounding = await self._retrieval.run(tenant, chat.knowledge_base, query)
+                runtime = plan.runtime
+                limits = RetrievalLimits(
+                    runtime.retrieval_enabled,
+                    runtime.top_k,
+                    runtime.min_score,
+                    runtime.max_context_tokens,
+                )
+                run.grounding = await self._retrieval.run(
+                    tenant, chat.knowledge_base, query, limits
+                )
                 current.set_attribute("enclave.retrieval", run.grounding.status)
                 current.set_attribute("enclave.chunks", len(run.grounding.sources))
             metrics.observe_stage(
@@ -155,7 +164,7 @@ class ChatPipeline:
             )
         metrics.retrieval(run.grounding.status)
         started = time.perf_counter()
-        with span("prompt", {"enclave.prompt_version": self.prompt_version}) as current:
+        with span("prompt", {"enclave.prompt_version": plan.prompt.version}) as current:
             run.fit = self._fit_with_documents(chat, run)
             current.set_attribute("enclave.prompt_tokens", len(run.fit.prompt_token_ids))
             current.set_attribute("enclave.dropped_messages", run.fit.dropped_messages)
@@ -169,18 +178,21 @@ class ChatPipeline:
         return run
 
     def canned_reply(self, run: ChatRun) -> str:
-        """The configured answer for a request the guards did not let through."""
-        guard = self._settings.guard
-        return {
-            "block": guard.blocked_reply,
-            "refuse": guard.refusal_reply,
-            "escalate": guard.escalation_reply,
-        }[run.decision]
+        """The prompt's answer for a request the guards did not let through."""
+        part = {"block": "blocked", "refuse": "refusal", "escalate": "escalation"}[run.decision]
+        return self._render(run.plan, part)
+
+    def _render(
+        self, plan: RequestPlan, part: str, documents: list[dict[str, Any]] | None = None
+    ) -> str:
+        values = plan.prompt_values(documents)
+        values["canary"] = self._services.canary_token
+        return plan.prompt.render(part, values)
 
     def _fit_with_documents(self, chat: ValidatedChat, run: ChatRun) -> ContextFit:
         messages = run.guard.messages
         try:
-            return self._fit(chat, messages, run.grounding)
+            return self._fit(chat, run, messages, run.grounding)
         except ContextTooLong:
             if not run.grounding.sources:
                 raise
@@ -188,29 +200,38 @@ class ChatPipeline:
             run.grounding = replace(
                 run.grounding, status="skipped", sources=(), reason="no room for documents"
             )
-            return self._fit(chat, messages, run.grounding)
+            return self._fit(chat, run, messages, run.grounding)
 
     def _fit(
-        self, chat: ValidatedChat, messages: tuple[ChatMessage, ...], grounding: Grounding
+        self,
+        chat: ValidatedChat,
+        run: ChatRun,
+        messages: tuple[ChatMessage, ...],
+        grounding: Grounding,
     ) -> ContextFit:
         llm = self._settings.llm
         return fit_context(
-            self._assemble(messages, grounding),
+            self._assemble(run, messages, grounding),
             self._services.tokenizer,
             max_model_len=llm.primary.max_model_len,
-            requested_max_tokens=chat.max_tokens or llm.default_max_tokens,
+            requested_max_tokens=chat.max_tokens or run.plan.runtime.default_max_tokens,
             reserve_retrieval_tokens=self._settings.context.reserve_retrieval_tokens,
             min_answer_tokens=self._settings.context.min_answer_tokens,
         )
 
     def _assemble(
-        self, messages: tuple[ChatMessage, ...], grounding: Grounding
+        self, run: ChatRun, messages: tuple[ChatMessage, ...], grounding: Grounding
     ) -> list[ChatMessage]:
-        # One system message: ours, the documents, then whatever system text the client sent.
+        # One system message: the prompt's system part, its developer part with the documents
+        # (when there are any), then whatever system text the client sent.
         client_system = [m.content for m in messages if m.role == "system"]
-        parts = [self._system_prompt]
-        if grounding.sources:
-            parts.append(documents_block(self._documents_prompt, grounding.sources))
+        documents = _documents(grounding)
+        # The reply filter looks for leaks of our instructions, not of the documents (an
+        # answer may quote a passage).
+        run.system_text = self._render(run.plan, "system")
+        parts = [self._render(run.plan, "system", documents) if documents else run.system_text]
+        if run.plan.prompt.has("developer"):
+            parts.append(self._render(run.plan, "developer", documents))
         system = "\n\n".join([*parts, *client_system])
         return [ChatMessage("system", system), *(m for m in messages if m.role != "system")]
 
@@ -222,10 +243,10 @@ class ChatPipeline:
         run.reply_filter = ReplyFilter(
             vault=run.guard.vault,
             scanner=self._services.output_scanner,
-            system_prompt=self._system_prompt,
+            system_prompt=run.system_text,
             canary=self._services.canary_token,
             leak_min_chars=self._settings.guard.leak_min_chars,
-            replacement=self._settings.guard.blocked_reply,
+            replacement=self._render(run.plan, "blocked"),
         )
         reply = run.reply_filter
         last = GenerationDelta(text="")
@@ -266,6 +287,17 @@ class ChatPipeline:
             prompt_token_ids=run.fit.prompt_token_ids,
         )
         so_far = _Progress(prompt_tokens=len(run.fit.prompt_token_ids))
+        fallback = self._services.fallback
+        if run.plan.runtime.engine == "fallback" and fallback is not None:
+            # The tenant is routed to the fallback engine: it answers alone (it templates the
+            # chat itself; the token ids were counted with the primary's template).
+            routed = self._engine_stream(
+                fallback, replace(request, prompt_token_ids=None), run, so_far
+            )
+            async with aclosing(routed):
+                async for delta in routed:
+                    yield delta
+            return
         primary_error: Exception | None = None
         if self.breaker.allow():
             verdict: bool | None = None  # None: says nothing about the primary's health
@@ -308,7 +340,8 @@ class ChatPipeline:
         """The fallback's answer, or its continuation of what the primary streamed."""
         reason = "circuit_open" if primary_error is None else type(primary_error).__name__
         mid_stream = so_far.deltas > 0
-        fallback = self._services.fallback
+        # The tenant's runtime configuration may keep the fallback out of its answers.
+        fallback = self._services.fallback if run.plan.runtime.fallback_enabled else None
         if fallback is None:
             if primary_error is None:
                 wait = max(1, math.ceil(self.breaker.retry_after_s()))
@@ -432,6 +465,20 @@ class _Progress:
         self.prompt_tokens = delta.prompt_tokens or self.prompt_tokens
         self.completion_tokens = delta.completion_tokens
         self.finished = delta.finish_reason is not None
+
+
+def _documents(grounding: Grounding) -> list[dict[str, Any]]:
+    """The retrieved passages as the prompt's ``documents`` variable, numbered for citing."""
+    return [
+        {
+            "number": number,
+            "title": source.title,
+            "heading_path": list(source.heading_path),
+            "text": source.text,
+            "doc_id": source.doc_id,
+        }
+        for number, source in enumerate(grounding.sources, start=1)
+    ]
 
 
 def _primary_breaker(services: Services) -> CircuitBreaker:

@@ -21,7 +21,7 @@ from models.pii.placeholders import PLACEHOLDER_RE, PlaceholderVault
 
 __all__ = ["FilteredText", "OutputScanner", "ReplyFilter"]
 
-_PARTIAL_PLACEHOLDER = re.compile(r"<[A-Z_]*(?:_\d*)?$")
+_PARTIAL_PLACEHOLDER = re.compile(r"[<\[][A-Z_]*(?:_\d*)?$")
 _RUN_PUNCTUATION = set(".+-@()/:_")
 _GLUE = set(" -.")
 _MIN_QUOTE = 16

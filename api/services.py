@@ -85,9 +85,7 @@ class Services:
     tokenizer: PromptTokenizer
     guard: GuardClient
     output_scanner: OutputScanner
-    system_prompt: str
     canary_token: str
-    documents_prompt: str
     security: Security
     database: Database
     audit: AuditLog

@@ -11,7 +11,7 @@ from core.errors import InvalidRequest
 from core.settings import ApiSettings
 from models.llm.base import ChatMessage, SamplingOptions
 
-__all__ = ["ValidatedChat", "validate_chat_request"]
+__all__ = ["ANSWER_LANGUAGES", "ValidatedChat", "validate_chat_request"]
 
 _ROLE_ALIASES = {
     "system": "system",
@@ -24,6 +24,17 @@ _MAX_STOP_SEQUENCES = 4
 _ALLOWED_CONTROLS = {"\t", "\n", "\r"}
 _KB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _CONVERSATION_ID = re.compile(r"^conv_[0-9a-f]{24}$")
+_CLIENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Languages the prompt can ask the model to answer in (what the portal's profile offers).
+ANSWER_LANGUAGES: dict[str, str] = {
+    "en": "English",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "nl": "Dutch",
+    "pt": "Portuguese",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +53,8 @@ class ValidatedChat:
     ignore_eos: bool = False
     knowledge_base: str | None = None
     conversation_id: str | None = None
+    client: str | None = None
+    language: str | None = None
 
     def sampling(self, max_tokens: int) -> SamplingOptions:
         """Sampling options with the answer budget decided by the context fitter."""
@@ -79,9 +92,15 @@ def _message_text(index: int, message: RequestMessage, problems: list[str]) -> s
     return "".join(parts)
 
 
-def validate_chat_request(body: ChatCompletionRequest, limits: ApiSettings) -> ValidatedChat:
-    """Check a request against the API's limits; raise one InvalidRequest naming every problem."""
+def validate_chat_request(
+    body: ChatCompletionRequest, limits: ApiSettings, *, max_completion_tokens: int | None = None
+) -> ValidatedChat:
+    """Check a request against the API's limits; raise one InvalidRequest naming every problem.
+
+    ``max_completion_tokens`` replaces the settings' limit (a tenant's runtime configuration).
+    """
     problems: list[str] = []
+    completion_limit = max_completion_tokens or limits.max_completion_tokens
     if not body.messages:
         problems.append("messages: must contain at least one message")
     if len(body.messages) > limits.max_messages:
@@ -117,10 +136,9 @@ def validate_chat_request(body: ChatCompletionRequest, limits: ApiSettings) -> V
     ):
         problems.append("max_tokens and max_completion_tokens disagree; send only one")
     max_tokens = body.max_completion_tokens or body.max_tokens
-    if max_tokens is not None and max_tokens > limits.max_completion_tokens:
+    if max_tokens is not None and max_tokens > completion_limit:
         problems.append(
-            f"max_tokens: {max_tokens} is above this server's limit of "
-            f"{limits.max_completion_tokens}"
+            f"max_tokens: {max_tokens} is above this server's limit of {completion_limit}"
         )
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     if len(stop) > _MAX_STOP_SEQUENCES:
@@ -136,6 +154,13 @@ def validate_chat_request(body: ChatCompletionRequest, limits: ApiSettings) -> V
         problems.append(
             "conversation_id: use the `enclave.conversation_id` of an earlier answer "
             "(conv_ followed by 24 hex digits), or leave it out to start a new conversation"
+        )
+    if body.client is not None and not _CLIENT.match(body.client):
+        problems.append("client: use 1-64 lower-case letters, digits, '-' or '_' (e.g. portal)")
+    if body.language is not None and body.language not in ANSWER_LANGUAGES:
+        problems.append(
+            f"language: {body.language!r} is not offered; use one of "
+            + ", ".join(sorted(ANSWER_LANGUAGES))
         )
     if body.stream_options is not None and not body.stream:
         problems.append("stream_options: only allowed when stream is true")
@@ -157,4 +182,6 @@ def validate_chat_request(body: ChatCompletionRequest, limits: ApiSettings) -> V
         ignore_eos=body.ignore_eos,
         knowledge_base=body.knowledge_base,
         conversation_id=body.conversation_id,
+        client=body.client,
+        language=body.language,
     )

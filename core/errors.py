@@ -9,6 +9,7 @@ The tree::
     │   ├── NotFound                  404
     │   │   └── UnknownModel          404  the requested model is not served
     │   ├── Conflict                  409  the resource exists already / the state forbids it
+    │   ├── RegressionFailed          422  a prompt version failed its regression suite
     │   ├── PayloadTooLarge           413
     │   └── UnsupportedMediaType      415  the body is not in a format the route reads
     ├── ServiceUnavailable            503  a dependency is down or overloaded (Retry-After)
@@ -34,6 +35,7 @@ __all__ = [
     "ModelStoreError",
     "NotFound",
     "PayloadTooLarge",
+    "RegressionFailed",
     "ServiceUnavailable",
     "UnknownModel",
     "UnsupportedMediaType",
@@ -112,6 +114,14 @@ class Conflict(ClientError):
     status_code = 409
     title = "Conflict"
     type_slug = "conflict"
+
+
+class RegressionFailed(ClientError):
+    """A prompt version failed cases of its regression suite; ``extra`` lists them."""
+
+    status_code = 422
+    title = "Regression suite failed"
+    type_slug = "regression-failed"
 
 
 class PayloadTooLarge(ClientError):

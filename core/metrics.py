@@ -9,6 +9,8 @@ the whole catalogue; ``tests/unit/test_metrics_catalogue.py`` checks that it is 
 Label values are bounded sets: a value outside its set is counted as ``other`` (and logged
 once, without the value), so a bug or a hostile input can never create a new series. Counters
 whose label sets are fixed start at zero, so ``increase()`` and ``rate()`` see the first event.
+Prompt versions (a ``prompt_version`` label) are minted by admins, not users: each one's
+series start at zero when it is first seen, and a per-process cap bounds them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
+    "ANSWER_OUTCOMES",
     "CIRCUIT_STATES",
     "DECISIONS",
     "DEPLOYMENTS",
@@ -30,8 +33,10 @@ __all__ = [
     "ENGINE_DEPLOYMENTS",
     "FALLBACK_WHEN",
     "HTTP_METHODS",
+    "NO_PROMPT_VERSION",
     "OTHER",
     "OUTCOMES",
+    "QUALITY_KINDS",
     "REJECTION_REASONS",
     "RETRIEVAL_RESULTS",
     "STAGES",
@@ -67,6 +72,10 @@ DEPLOYMENTS: Final = ("api", "llm_primary", "llm_fallback", "pii", "guard", "ret
 STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx")
 HTTP_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 CIRCUIT_STATES: Final = (0, 1, 2)
+QUALITY_KINDS: Final = ("thumbs_up", "thumbs_down", "regenerate", "copy", "abandoned", "rephrase")
+ANSWER_OUTCOMES: Final = ("answered", "refused", "fallback", "degraded_retrieval")
+NO_PROMPT_VERSION: Final = "none"
+"""``prompt_version`` label of answers (and signals on answers) with no recorded version."""
 
 # Fallback reasons are error class names (or "circuit_open"): names from our code, bounded
 # by it; these start at zero because the fallback alert divides rates.
@@ -78,6 +87,10 @@ _KNOWN_FALLBACKS: Final = (
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _ENTITY_TYPE = re.compile(r"[A-Z][A-Z0-9_]{0,47}")
 _ROUTE_TEMPLATE_MAX = 200
+# Prompt versions are minted by admins, not users: bounded in practice, and capped per
+# process so that a bug cannot grow the series without end.
+_PROMPT_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,79}")
+_MAX_PROMPT_VERSIONS = 200
 
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _STAGE_BUCKETS = (
@@ -208,6 +221,19 @@ class EnclaveMetrics:
             "Audit records that could not be written.",
             registry=registry,
         )
+        self._quality_events = Counter(
+            "enclave_quality_events_total",
+            "Quality signals on answers (ratings and implicit signals).",
+            ["kind", "prompt_version"],
+            registry=registry,
+        )
+        self._answers = Counter(
+            "enclave_answers_total",
+            "Answers per prompt version, once per outcome that applies.",
+            ["prompt_version", "outcome"],
+            registry=registry,
+        )
+        self._prompt_versions: set[str] = set()
         self._precreate()
 
     def _precreate(self) -> None:
@@ -232,6 +258,7 @@ class EnclaveMetrics:
         for deployment in ENGINE_DEPLOYMENTS:
             self._engine_running.labels(deployment=deployment)
             self._engine_tokens.labels(deployment=deployment)
+        self._prompt_version(NO_PROMPT_VERSION)
 
     # -- label bounding -------------------------------------------------------------------
 
@@ -356,6 +383,47 @@ class EnclaveMetrics:
     def audit_write_failure(self) -> None:
         """An audit record that could not be written."""
         self._audit_failures.inc()
+
+    # -- quality --------------------------------------------------------------------------
+
+    def _prompt_version(
+        self, version: str | None, metric: str = "enclave_quality_events_total"
+    ) -> str:
+        """The label of a prompt version; its series of every kind and outcome start at zero
+        when it is first seen, so ratios such as up/(up+down) see the first event."""
+        if version is None:
+            version = NO_PROMPT_VERSION
+        if version in self._prompt_versions:
+            return version
+        if (
+            not _PROMPT_VERSION.fullmatch(version)
+            or len(self._prompt_versions) >= _MAX_PROMPT_VERSIONS
+        ):
+            return self._other(metric, "prompt_version")
+        self._prompt_versions.add(version)
+        for kind in QUALITY_KINDS:
+            self._quality_events.labels(kind=kind, prompt_version=version)
+        for outcome in ANSWER_OUTCOMES:
+            self._answers.labels(prompt_version=version, outcome=outcome)
+        return version
+
+    def declare_prompt_version(self, version: str) -> None:
+        """Start a prompt version's quality and answer series at zero (e.g. on activation)."""
+        self._prompt_version(version)
+
+    def quality_event(self, kind: str, prompt_version: str | None) -> None:
+        """One quality signal on an answer produced under ``prompt_version``."""
+        kind = self._bounded("enclave_quality_events_total", "kind", kind, QUALITY_KINDS)
+        label = self._prompt_version(prompt_version)
+        self._quality_events.labels(kind=kind, prompt_version=label).inc()
+
+    def answer(self, prompt_version: str | None, outcome: str) -> None:
+        """One answer's ``outcome``: call with ``answered`` for every answer, and once more
+        for each of ``refused``, ``fallback``, ``degraded_retrieval`` that applies."""
+        metric = "enclave_answers_total"
+        outcome = self._bounded(metric, "outcome", outcome, ANSWER_OUTCOMES)
+        label = self._prompt_version(prompt_version, metric)
+        self._answers.labels(prompt_version=label, outcome=outcome).inc()
 
     # -- deployments and engines ----------------------------------------------------------
 

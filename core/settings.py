@@ -379,27 +379,6 @@ class GuardSettings(_Section):
         "operating points are in models/README.md; 0.6 trades a little recall for fewer "
         "blocked colleagues.",
     )
-    blocked_reply: str = Field(
-        default="I can't help with that request. If you think this is a mistake, "
-        "please contact the IT service desk and quote the request id.",
-        description="Answer to a blocked request; reveals nothing about the rules.",
-    )
-    refusal_reply: str = Field(
-        default="That is outside what this assistant can help with. I can answer questions "
-        "about IT, HR policies, the company handbook, code and writing.",
-        description="Answer to an out-of-scope request.",
-    )
-    escalation_reply: str = Field(
-        default="I'll get a person involved. Contact the service desk at "
-        "servicedesk@northwind.example (staffed 08:00-18:00) — for anything urgent call "
-        "extension 4100.",
-        description="Answer when the user asks for a human: the configured contact.",
-    )
-    system_prompt_file: Path = Field(
-        default=Path("prompts/system/default.txt"),
-        description="The system prompt template (relative to the config dir); "
-        "{canary} is replaced by the deployment's canary token.",
-    )
     encoder_threads: int = Field(
         default=1,
         ge=1,
@@ -415,6 +394,24 @@ class GuardSettings(_Section):
     resources: DeploymentResources = Field(
         default_factory=lambda: DeploymentResources(num_cpus=0.5, max_ongoing_requests=32),
         description="Ray Serve resources of the intent/injection deployment.",
+    )
+
+
+class PromptSettings(_Section):
+    """Versioned prompts: the repo's templates (the global layer) and their suites."""
+
+    directory: Path = Field(
+        default=Path("prompts"),
+        description="Folder of the global prompts (<name>/prompt.yaml and its templates) and "
+        "their regression suites (suites/*.yaml), relative to the config dir.",
+    )
+    chat_prompt: str = Field(default="chat", description="The prompt chat answers run under.")
+    refresh_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How soon an activation (prompt or runtime configuration) made through one "
+        "API replica reaches the others: each re-reads the newest activation at most this often.",
     )
 
 
@@ -532,11 +529,6 @@ class RetrievalSettings(_Section):
     )
     max_context_tokens: int = Field(
         default=768, ge=64, description="Prompt tokens the retrieved chunks may take, at most."
-    )
-    documents_prompt_file: Path = Field(
-        default=Path("prompts/system/documents.txt"),
-        description="Template of the system-prompt section that lists retrieved documents "
-        "(relative to the config dir); {documents} is replaced by them.",
     )
     default_knowledge_base: str = Field(
         default="handbook",
@@ -793,6 +785,9 @@ class Settings(BaseSettings):
     guard: GuardSettings = Field(
         default_factory=GuardSettings, description="Intent routing and injection defence."
     )
+    prompts: PromptSettings = Field(
+        default_factory=PromptSettings, description="Versioned prompts and their suites."
+    )
     database: DatabaseSettings = Field(
         default_factory=DatabaseSettings, description="The SQL store."
     )
@@ -845,18 +840,11 @@ class Settings(BaseSettings):
             data_dir=absolute(self.paths.data_dir),
             model_store_dir=None if store is None else absolute(store),
         )
-        guard = self.guard.model_copy(
-            update={"system_prompt_file": absolute(self.guard.system_prompt_file)}
-        )
+        prompts = self.prompts.model_copy(update={"directory": absolute(self.prompts.directory)})
         seeds = [
             seed.model_copy(update={"path": absolute(seed.path)}) for seed in self.retrieval.seed
         ]
-        retrieval = self.retrieval.model_copy(
-            update={
-                "seed": seeds,
-                "documents_prompt_file": absolute(self.retrieval.documents_prompt_file),
-            }
-        )
+        retrieval = self.retrieval.model_copy(update={"seed": seeds})
         url_file = self.database.url_file
         database = self.database.model_copy(
             update={"url_file": None if url_file is None else absolute(url_file)}
@@ -868,7 +856,7 @@ class Settings(BaseSettings):
         return self.model_copy(
             update={
                 "paths": paths,
-                "guard": guard,
+                "prompts": prompts,
                 "retrieval": retrieval,
                 "database": database,
                 "audit": audit,

@@ -1,4 +1,4 @@
-"""The ``enclave`` command: ``models``, ``db``, ``kb``, ``serve``, ``config``."""
+"""The ``enclave`` command: ``models``, ``db``, ``kb``, ``serve``, ``config``, ``eval``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from core.settings import Settings, config_version, load_settings
 from core.telemetry import configure_logging
 from serving.audit_cli import add_audit_commands
 from serving.canary_cli import add_canary_commands
+from serving.eval_cli import add_eval_commands
 from serving.kb_cli import add_db_commands, add_kb_commands
 from serving.keys_cli import add_keys_commands
 
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     add_keys_commands(commands)
     add_audit_commands(commands)
     add_canary_commands(commands)
+    add_eval_commands(commands)
     return parser
 
 

@@ -13,6 +13,7 @@ from litestar.stores.memory import MemoryStore
 from prometheus_client import CollectorRegistry
 
 from api.history import ConversationStore
+from api.request_plan import RequestPlan
 from api.security import (
     Authenticator,
     MemoryApiKeyStore,
@@ -25,6 +26,8 @@ from api.services import Security, Services
 from core.audit import AuditLog, AuditSigner
 from core.db import Database
 from core.errors import ServiceUnavailable
+from core.prompts import global_layer, load_repo_prompt, resolve
+from core.runtime_config import effective_runtime
 from core.settings import Settings, config_version
 from index.base import (
     DocumentInfo,
@@ -331,9 +334,7 @@ def build_services(
         "tokenizer": WordTokenizer(),
         "guard": KeywordGuard(),
         "output_scanner": RegexPII(),
-        "system_prompt": "system",
         "canary_token": "canary",
-        "documents_prompt": "{documents}",
         "security": keys.security(settings),
         "database": database,
         "audit": AuditLog(AuditSigner.generate()),
@@ -342,3 +343,16 @@ def build_services(
     }
     parts.update(overrides)
     return Services(**parts)
+
+
+def repo_plan(settings: Settings, *, tenant: str = "default") -> RequestPlan:
+    """A request plan under the repo's chat prompt and the settings' runtime values (what a
+    tenant without prompt versions or runtime overrides runs under)."""
+    prompt = resolve([global_layer(load_repo_prompt(settings.prompts.directory / "chat"))])
+    runtime = effective_runtime(settings, None, 0, None, 0)
+    return RequestPlan(
+        prompt=prompt,
+        runtime=runtime,
+        config_version=f"{config_version(settings)}.{runtime.version}",
+        tenant=tenant,
+    )

@@ -1,5 +1,5 @@
 // Enclave staff chat portal: sign in with an API key, streamed answers with citations,
-// history. Vanilla ES module, no build step; talks only to its own origin.
+// feedback, history, a profile. Vanilla ES module, no build step; talks only to its own origin.
 import { renderMarkdown } from "./markdown.js";
 
 const KEY_SLOT = "enclave.apiKey"; // sessionStorage only: never a cookie, nothing that outlives the tab
@@ -11,7 +11,11 @@ const state = {
   conversationId: null,
   controller: null, // AbortController of the answer being streamed
   busy: false,
+  me: null,
+  profile: { display_name: "", language: "en", default_knowledge_base: null },
+  bases: [], // names of the tenant's knowledge bases
 };
+const DEFAULT_PROFILE = { display_name: "", language: "en", default_knowledge_base: null };
 
 // ---------------------------------------------------------------- API access
 
@@ -132,18 +136,31 @@ async function enter() {
     showSignIn(message + rid);
     return;
   }
-  $("whoami").textContent = `Signed in: ${me.subject} (${me.roles.join(", ")}) · ${me.tenant}`;
+  state.me = me;
+  await Promise.all([loadProfile(), loadBases()]);
+  showWhoami();
   $("whoami").hidden = false;
   $("sign-out").hidden = false;
+  $("profile-open").hidden = false;
   $("sign-in-view").hidden = true;
   $("app-view").hidden = false;
   newConversation();
   loadHistory();
 }
 
+function showWhoami() {
+  const me = state.me;
+  const who = state.profile.display_name || me.subject;
+  $("whoami").textContent = `Signed in: ${who} (${me.roles.join(", ")}) · ${me.tenant}`;
+}
+
 function signOut() {
   if (state.controller) state.controller.abort();
   sessionStorage.removeItem(KEY_SLOT);
+  if ($("profile-dialog").open) $("profile-dialog").close();
+  $("profile-open").hidden = true;
+  state.me = null;
+  state.profile = { ...DEFAULT_PROFILE };
   state.messages = [];
   state.conversationId = null;
   $("conversation").replaceChildren();
@@ -177,16 +194,20 @@ function addAssistantTurn() {
   const answer = el("div", { class: "answer" });
   const sources = el("div", { class: "sources-wrap" });
   const tools = el("div", { class: "tools" });
+  const feedback = el("div", { class: "feedback" });
+  const note = el("p", { class: "turn-note", hidden: "" });
   const turn = el(
     "article",
     { class: "turn assistant", "aria-label": "Enclave" },
     el("p", { class: "who" }, "Enclave"),
+    note,
     answer,
     sources,
     tools,
+    feedback,
   );
   $("conversation").append(turn);
-  return { turn, answer, sources, tools, text: "" };
+  return { turn, answer, sources, tools, feedback, note, text: "", requestId: null, recorded: false, rating: null };
 }
 
 function paint(view) {
@@ -212,7 +233,7 @@ function showSources(view, sources) {
   view.sources.append(el("p", { class: "sources-title" }, "Sources"), list);
 }
 
-function addTools(view, { regenerate }) {
+function addTools(view, { regenerate, feedback = false }) {
   view.tools.replaceChildren(
     el(
       "button",
@@ -223,6 +244,7 @@ function addTools(view, { regenerate }) {
           try {
             await navigator.clipboard.writeText(view.text);
             event.target.textContent = "Copied";
+            sendSignal(view, "copy");
           } catch {
             event.target.textContent = "Copy not allowed here";
           }
@@ -232,7 +254,105 @@ function addTools(view, { regenerate }) {
     ),
   );
   if (regenerate) {
-    view.tools.append(el("button", { type: "button", class: "secondary", onclick: regenerate }, "Regenerate"));
+    const again = () => {
+      if (state.busy) return;
+      sendSignal(view, "regenerate");
+      regenerate();
+    };
+    view.tools.append(el("button", { type: "button", class: "secondary", onclick: again }, "Regenerate"));
+  }
+  view.feedback.replaceChildren();
+  if (feedback && view.requestId) addFeedback(view);
+}
+
+// ---------------------------------------------------------------- feedback and signals
+
+/** Tell the quality signals what the user did with an answer. Fire-and-forget: whatever
+ *  happens to this request, the chat goes on undisturbed. */
+function sendSignal(view, kind) {
+  if (!view.requestId || !view.recorded) return; // only answers the server kept have signals
+  api("/v1/signals", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ request_id: view.requestId, kind }),
+    keepalive: true,
+  }).catch(() => {});
+}
+
+const RATINGS = [
+  // Geometric arrows, not emoji: every font has them (kiosk browsers often lack emoji).
+  { rating: "up", label: "Helpful", symbol: "\u25B2" },
+  { rating: "down", label: "Not helpful", symbol: "\u25BC" },
+];
+
+/** Thumbs up/down under an answer; once rated, an optional comment can follow. */
+function addFeedback(view) {
+  const status = el("p", { class: "feedback-status", role: "status" });
+  const thumbs = RATINGS.map(({ rating, label, symbol }) =>
+    el(
+      "button",
+      {
+        type: "button",
+        class: "secondary thumb",
+        "aria-pressed": "false",
+        "data-rating": rating,
+        onclick: () => rate(view, rating),
+      },
+      el("span", { "aria-hidden": "true" }, symbol),
+      ` ${label}`,
+    ),
+  );
+  const commentId = `comment-${view.requestId}`;
+  const comment = el("textarea", { id: commentId, rows: "2", maxlength: "2000" });
+  const form = el(
+    "form",
+    { class: "feedback-comment", hidden: "" },
+    el("label", { for: commentId }, "Comment (optional)"),
+    comment,
+    el("button", { type: "submit", class: "secondary" }, "Send comment"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = comment.value.trim();
+    if (text && view.rating) rate(view, view.rating, text);
+  });
+  view.feedback.append(
+    el("div", { class: "thumbs", role: "group", "aria-label": "Rate this answer" }, ...thumbs),
+    form,
+    status,
+  );
+  view.feedbackParts = { thumbs, form, comment, status };
+}
+
+async function rate(view, rating, comment = null) {
+  const { thumbs, form, comment: box, status } = view.feedbackParts;
+  const before = view.rating;
+  view.rating = rating;
+  for (const thumb of thumbs) thumb.setAttribute("aria-pressed", String(thumb.dataset.rating === rating));
+  status.textContent = "Saving your feedback…";
+  try {
+    await api("/v1/feedback", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ request_id: view.requestId, rating, comment }),
+    });
+    if (comment) {
+      form.hidden = true;
+      box.value = "";
+      status.textContent = "Thank you: your comment was sent.";
+    } else {
+      form.hidden = false;
+      status.textContent = "Thank you for your feedback. You can add a comment.";
+    }
+  } catch (error) {
+    if (!comment) {
+      view.rating = before;
+      for (const thumb of thumbs) {
+        thumb.setAttribute("aria-pressed", String(Boolean(before) && thumb.dataset.rating === before));
+      }
+    }
+    const rid = error instanceof ApiError ? ` (request id ${error.requestId})` : "";
+    status.textContent = `Your feedback was not saved: ${explain(error)}${rid}`;
   }
 }
 
@@ -307,9 +427,13 @@ async function answer(view, attempt = 0) {
   // A low temperature: staff want the handbook's answer, not a creative one.
   const body = { model: state.model, messages: state.messages, stream: true, temperature: 0.2 };
   if (state.conversationId) body.conversation_id = state.conversationId;
+  body.language = state.profile.language || "en";
+  const base = $("knowledge-base").value;
+  if (base) body.knowledge_base = base;
   let lineage = null;
   let failure = null;
   let requestId = null;
+  let finished = false; // the server said [DONE]: anything less is a cut-off answer
   try {
     const response = await api("/v1/chat/completions", {
       method: "POST",
@@ -318,6 +442,8 @@ async function answer(view, attempt = 0) {
       signal: controller.signal,
     });
     requestId = response.headers.get("X-Request-ID");
+    view.requestId = requestId;
+    view.turn.dataset.requestId = requestId || "";
     setPhase("Generating…");
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
@@ -327,7 +453,10 @@ async function answer(view, attempt = 0) {
       let frames;
       [frames, buffer] = takeFrames(buffer + value);
       for (const data of frames) {
-        if (data === "[DONE]") continue;
+        if (data === "[DONE]") {
+          finished = true;
+          continue;
+        }
         const frame = JSON.parse(data);
         if (frame.error) {
           const problem = frame.error.problem || { detail: frame.error.message, status: frame.error.code };
@@ -340,10 +469,15 @@ async function answer(view, attempt = 0) {
           }
         } else if (frame.enclave && frame.enclave.event === "fallback") {
           setPhase("Generating… (switched to the fallback model)");
+          showFallback(view);
         } else if (frame.enclave) {
           lineage = frame.enclave;
+          if (lineage.request_id) view.requestId = view.turn.dataset.requestId = lineage.request_id;
         }
       }
+    }
+    if (!finished && !failure && !controller.signal.aborted) {
+      throw new TypeError("the answer stream ended before the server finished it");
     }
   } catch (error) {
     if (controller.signal.aborted) {
@@ -365,6 +499,9 @@ async function answer(view, attempt = 0) {
       setBusy(false);
     }
   }
+  if (failure && !(failure instanceof ApiError) && !failure.requestId) {
+    failure.requestId = view.requestId;
+  }
   if (failure && failure instanceof ApiError && failure.status === 401) {
     showError(failure);
     return undefined;
@@ -382,17 +519,25 @@ async function answer(view, attempt = 0) {
   }
   state.messages.push({ role: "assistant", content: view.text });
   view.messageIndex = state.messages.length - 1;
+  view.recorded = true;
   if (lineage) {
     if (lineage.conversation_id) state.conversationId = lineage.conversation_id;
     showSources(view, lineage.sources);
     showPii(lineage);
+    if (lineage.fallback) showFallback(view);
     setPhase(lineage.retrieval === "degraded" ? "Done — documents unavailable, answered without them." : "Done.");
   } else {
     setPhase("Done.");
   }
-  addTools(view, { regenerate: () => regenerate(view) });
+  addTools(view, { regenerate: () => regenerate(view), feedback: true });
   loadHistory();
   return undefined;
+}
+
+/** A lasting note on the answer: the phase line changes, this stays with the answer. */
+function showFallback(view) {
+  view.note.textContent = "Answered by the fallback model: the main model did not respond in time.";
+  view.note.hidden = false;
 }
 
 /** Ask the last question again, replacing this answer. */
@@ -402,8 +547,13 @@ async function regenerate(view) {
   if (view.messageIndex !== undefined) state.messages.splice(view.messageIndex, 1);
   view.messageIndex = undefined;
   view.text = "";
+  view.requestId = null;
+  view.recorded = false;
+  view.rating = null;
+  view.note.hidden = true;
   view.sources.replaceChildren();
   view.tools.replaceChildren();
+  view.feedback.replaceChildren();
   paint(view);
   await answer(view);
 }
@@ -421,8 +571,82 @@ function newConversation() {
   $("pii-notice").hidden = true;
   clearError();
   setPhase("");
+  $("knowledge-base").value = preferredBase();
   for (const item of $("history").children) item.classList.remove("current");
   $("message").focus();
+}
+
+// ---------------------------------------------------------------- profile
+
+/** The profile's default knowledge base when it still exists, else the tenant's default. */
+function preferredBase() {
+  const wanted = state.profile.default_knowledge_base;
+  return wanted && state.bases.includes(wanted) ? wanted : "";
+}
+
+async function loadProfile() {
+  try {
+    state.profile = { ...DEFAULT_PROFILE, ...(await (await api("/v1/me/profile")).json()) };
+  } catch {
+    // Not fatal: chat works with the defaults; the dialog says so if saving fails too.
+    state.profile = { ...DEFAULT_PROFILE };
+  }
+}
+
+async function loadBases() {
+  try {
+    const { data } = await (await api("/v1/knowledge-bases")).json();
+    state.bases = data.map((b) => b.name);
+  } catch {
+    state.bases = []; // retrieval off or unreachable: the tenant's default is all there is
+  }
+  for (const id of ["knowledge-base", "profile-kb"]) {
+    const select = $(id);
+    const first = select.options[0];
+    select.replaceChildren(first, ...state.bases.map((name) => el("option", { value: name }, name)));
+  }
+}
+
+function openProfile() {
+  const p = state.profile;
+  $("profile-name").value = p.display_name || "";
+  const language = $("profile-language");
+  if (![...language.options].some((o) => o.value === p.language)) {
+    language.append(el("option", { value: p.language }, p.language)); // e.g. a regional tag
+  }
+  language.value = p.language || "en";
+  $("profile-kb").value = preferredBase();
+  $("profile-error").hidden = true;
+  $("profile-dialog").showModal();
+  $("profile-name").focus();
+}
+
+async function saveProfile() {
+  const wanted = {
+    display_name: $("profile-name").value.trim(),
+    language: $("profile-language").value,
+    default_knowledge_base: $("profile-kb").value || null,
+  };
+  $("profile-save").disabled = true;
+  try {
+    const response = await api("/v1/me/profile", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(wanted),
+    });
+    state.profile = { ...DEFAULT_PROFILE, ...(await response.json()) };
+    $("profile-dialog").close();
+    showWhoami();
+    if (!state.messages.length) $("knowledge-base").value = preferredBase();
+    setPhase("Profile saved: new conversations use it.");
+    $("profile-open").focus();
+  } catch (error) {
+    const rid = error instanceof ApiError ? ` (request id ${error.requestId})` : "";
+    $("profile-error").textContent = explain(error) + rid;
+    $("profile-error").hidden = false;
+  } finally {
+    $("profile-save").disabled = false;
+  }
 }
 
 // ---------------------------------------------------------------- history
@@ -469,9 +693,11 @@ async function openConversation(id) {
       } else if (message.role === "assistant") {
         const view = addAssistantTurn();
         view.text = message.content;
+        view.requestId = message.request_id || null;
+        view.recorded = true;
         paint(view);
         showSources(view, message.sources);
-        addTools(view, {});
+        addTools(view, { feedback: true });
       }
       state.messages.push({ role: message.role, content: message.content });
     }
@@ -538,6 +764,15 @@ function start() {
     enter();
   });
   $("sign-out").addEventListener("click", signOut);
+  $("profile-open").addEventListener("click", openProfile);
+  $("profile-cancel").addEventListener("click", () => {
+    $("profile-dialog").close();
+    $("profile-open").focus();
+  });
+  $("profile-form").addEventListener("submit", (event) => {
+    event.preventDefault(); // saved through the API; the dialog closes only on success
+    saveProfile();
+  });
   $("error-sign-in").addEventListener("click", signOut);
   $("new-chat").addEventListener("click", newConversation);
   $("search-form").addEventListener("submit", (event) => {

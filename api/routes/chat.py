@@ -6,13 +6,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from litestar import Controller, Request, Response, post
 from litestar.response import Stream
 
 from api.errors import problem_body
 from api.exchanges import record_exchange
+from api.history import LastTurn
 from api.openai_types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -24,7 +26,9 @@ from api.openai_types import (
     Usage,
 )
 from api.pipeline import ChatPipeline, ChatRun
+from api.quality import QualityStore, is_rephrase
 from api.request_ids import request_id_of
+from api.request_plan import Planner
 from api.security import Principal, QuotaExceeded, QuotaLedger, Reservation, quota_scopes
 from api.services import Services
 from api.sse import DONE_FRAME, encode_frame
@@ -39,10 +43,11 @@ __all__ = ["ChatController"]
 _log = logging.getLogger("enclave.api.chat")
 
 
-def _lineage_headers(run: ChatRun, config_version: str) -> dict[str, str]:
+def _lineage_headers(run: ChatRun) -> dict[str, str]:
     headers = {
         "X-Enclave-Engine": run.engine or "none",
-        "X-Enclave-Config-Version": config_version,
+        "X-Enclave-Config-Version": run.plan.config_version,
+        "X-Enclave-Prompt-Version": run.plan.prompt.version,
         "X-Enclave-Decision": run.decision,
         "X-Enclave-Context-Dropped": str(run.fit.dropped_messages if run.fit else 0),
         "X-Enclave-Retrieval": run.grounding.status,
@@ -70,19 +75,37 @@ class ChatController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: ChatCompletionRequest,
+        *,
         pipeline: ChatPipeline,
+        planner: Planner,
         principal: Principal,
         services: Services,
+        quality: QualityStore,
     ) -> Response[Any]:
         """Answer a chat, as JSON or (``stream: true``) as server-sent events."""
         request_id = request_id_of(request.scope)
-        config_version = services.config_version
-        chat = validate_chat_request(data, services.settings.api)
+        runtime = await planner.runtime(principal.tenant)
+        chat = validate_chat_request(
+            data, services.settings.api, max_completion_tokens=runtime.max_completion_tokens
+        )
         if chat.conversation_id is not None:
             # Before any work: another user's conversation does not exist for this caller.
             await services.history.owned(principal.tenant, principal.subject, chat.conversation_id)
-        run = await pipeline.prepare(chat, request_id, principal.tenant)
-        lineage = _Lineage(pipeline, run, config_version)
+        plan = await planner.plan(
+            tenant=principal.tenant,
+            subject=principal.subject,
+            client=chat.client,
+            language=chat.language,
+            runtime=runtime,
+        )
+        run = await pipeline.prepare(chat, request_id, principal.tenant, plan)
+        lineage = _Lineage(run)
+        signals = _Signals(quality, principal, run, services)
+        previous: LastTurn | None = None
+        if chat.conversation_id is not None:
+            previous = await services.history.last_turn(
+                principal.tenant, principal.subject, chat.conversation_id
+            )
 
         async def record(answer: str, last: GenerationDelta) -> None:
             metrics = services.metrics
@@ -107,6 +130,10 @@ class ChatController(Controller):
                 {"conversation_id": recorded.conversation_id, "audit_seq": recorded.audit_seq}
             )
             metrics.chat(run.decision, "ok")
+            _count_answer(services, run)
+            signals.completed = True
+            if previous is not None:
+                await signals.rephrase_of(previous)
             if run.engine:
                 if run.first_token_s is not None:
                     metrics.ttft(run.engine, run.first_token_s)
@@ -132,7 +159,7 @@ class ChatController(Controller):
                 quota_headers = _quota_headers(reservation)
             deltas = _metered(pipeline.stream(chat, run), ledger, reservation)
         if chat.stream:
-            response = await _streamed(chat, run, deltas, lineage, record)
+            response = await _streamed(chat, run, deltas, lineage, record=record, signals=signals)
             response.headers.update(quota_headers)
             return response
         collect = asyncio.ensure_future(_collect(deltas))
@@ -141,6 +168,7 @@ class ChatController(Controller):
         if collect not in done:
             collect.cancel()  # the client left: stop generating
             await asyncio.gather(collect, return_exceptions=True)
+            signals.abandoned()
             return Response(content=b"", status_code=499)
         disconnect.cancel()
         text, last = collect.result()
@@ -159,9 +187,109 @@ class ChatController(Controller):
             usage=_usage(last),
             enclave=lineage.document(),
         )
-        headers = {**_lineage_headers(run, config_version), **quota_headers}
+        headers = {**_lineage_headers(run), **quota_headers}
         headers["X-Enclave-Conversation-Id"] = str(lineage.extra["conversation_id"])
         return Response(content=completion, headers=headers)
+
+
+def _count_answer(services: Services, run: ChatRun) -> None:
+    """The answer's outcomes, per prompt version (the quality dashboard's rates)."""
+    metrics, version = services.metrics, run.plan.prompt.version
+    metrics.answer(version, "answered")
+    if run.decision in {"refuse", "block", "escalate"}:
+        metrics.answer(version, "refused")
+    if run.fallback_used:
+        metrics.answer(version, "fallback")
+    if run.grounding.status == "degraded":
+        metrics.answer(version, "degraded_retrieval")
+
+
+class _Signals:
+    """Implicit quality signals the server sees itself: an abandoned answer, a rephrase.
+
+    Recording is best effort and off the answer's path: a failure is logged, never shown.
+    """
+
+    _pending: ClassVar[set[asyncio.Task[None]]] = set()
+
+    def __init__(
+        self, store: QualityStore, principal: Principal, run: ChatRun, services: Services
+    ) -> None:
+        self._store = store
+        self._principal = principal
+        self._run = run
+        self._services = services
+        self.completed = False
+        self.failed = False
+
+    def abandoned(self) -> None:
+        """The client left before the answer was complete."""
+        if self._run.fit is None:
+            return  # a canned reply costs nothing and says nothing about the answer
+        plan = self._run.plan
+        self._spawn(
+            "abandoned",
+            self._run.request_id,
+            None,
+            plan.prompt.version,
+            plan.config_version,
+        )
+
+    async def rephrase_of(self, previous: LastTurn) -> None:
+        """Record a rephrase when this turn says again what the previous one asked."""
+        if previous.request_id is None:
+            return
+        user = next((m.content for m in reversed(self._run.guard.messages) if m.role == "user"), "")
+        waited = (datetime.now(UTC) - previous.answered_at).total_seconds()
+        if is_rephrase(previous.user_text, user, waited):
+            lineage = previous.lineage
+            self._spawn(
+                "rephrase",
+                previous.request_id,
+                None,
+                lineage.get("prompt_version"),
+                lineage.get("config_version"),
+            )
+
+    def _spawn(
+        self,
+        kind: str,
+        request_id: str,
+        conversation_id: str | None,
+        prompt_version: str | None,
+        config_version: str | None,
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._record(kind, request_id, conversation_id, prompt_version, config_version)
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _record(
+        self,
+        kind: str,
+        request_id: str,
+        conversation_id: str | None,
+        prompt_version: str | None,
+        config_version: str | None,
+    ) -> None:
+        try:
+            await self._store.record(
+                tenant=self._principal.tenant,
+                user_id=self._principal.subject,
+                request_id=request_id,
+                kind=kind,
+                conversation_id=conversation_id,
+                prompt_version=prompt_version,
+                config_version=config_version,
+                model=self._run.model,
+            )
+            self._services.metrics.quality_event(kind, prompt_version)
+        except Exception as exc:
+            _log.warning(
+                "quality signal not recorded",
+                extra={"kind": kind, "error_type": type(exc).__name__},
+            )
 
 
 def _quota_headers(reservation: Reservation) -> dict[str, str]:
@@ -196,17 +324,12 @@ async def _metered(
 class _Lineage:
     """Builds the response's lineage extension once the answer is complete."""
 
-    def __init__(self, pipeline: ChatPipeline, run: ChatRun, config_version: str) -> None:
-        self._pipeline = pipeline
+    def __init__(self, run: ChatRun) -> None:
         self._run = run
-        self.config_version = config_version
         self.extra: dict[str, Any] = {}
 
     def document(self) -> dict[str, Any]:
-        return {
-            **self._run.lineage(self.config_version, self._pipeline.prompt_version),
-            **self.extra,
-        }
+        return {**self._run.lineage(), **self.extra}
 
 
 async def _canned(text: str) -> AsyncGenerator[GenerationDelta, None]:
@@ -235,7 +358,9 @@ async def _streamed(
     run: ChatRun,
     deltas: AsyncGenerator[GenerationDelta, None],
     lineage: _Lineage,
+    *,
     record: Callable[[str, GenerationDelta], Awaitable[None]],
+    signals: _Signals,
 ) -> Response[Any]:
     # Wait for the first token before answering, so that a failure before it is a proper
     # HTTP error (with status and problem details) rather than a broken 200 stream.
@@ -271,6 +396,16 @@ async def _streamed(
         return out
 
     async def frames() -> AsyncIterator[bytes]:
+        # A stream that ends before its answer was recorded, without an error of ours, was
+        # left by the client (closed tab, stop button): an implicit "abandoned" signal.
+        try:
+            async for frame in answer_frames():
+                yield frame
+        finally:
+            if not signals.completed and not signals.failed:
+                signals.abandoned()
+
+    async def answer_frames() -> AsyncIterator[bytes]:
         last = first
         parts = [first.text]
         yield chunk(Delta(role="assistant", content=first.text))
@@ -288,11 +423,13 @@ async def _streamed(
                     if delta.finish_reason is not None:
                         break
         except EnclaveError as exc:
+            signals.failed = True
             for frame in pending_events():
                 yield frame
             yield _error_frame(exc.title, exc.detail, exc.type_slug, exc.status_code, run)
             return
         except Exception as exc:
+            signals.failed = True
             for frame in pending_events():
                 yield frame
             _log.warning(
@@ -312,6 +449,7 @@ async def _streamed(
         try:
             await record("".join(parts), last)
         except EnclaveError as exc:  # the audit log is down: the answer was not recorded
+            signals.failed = True
             yield _error_frame(exc.title, exc.detail, exc.type_slug, exc.status_code, run)
             return
         yield chunk(Delta(), last.finish_reason or "stop")
@@ -333,7 +471,7 @@ async def _streamed(
         )
         yield DONE_FRAME
 
-    headers = _lineage_headers(run, lineage.config_version)
+    headers = _lineage_headers(run)
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     if chat.conversation_id is not None:
         headers["X-Enclave-Conversation-Id"] = chat.conversation_id

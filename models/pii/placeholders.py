@@ -15,6 +15,8 @@ from models.pii.base import PIISpan
 __all__ = ["PLACEHOLDER_RE", "PlaceholderVault"]
 
 PLACEHOLDER_RE = re.compile(r"<([A-Z][A-Z_]{1,30})_(\d{1,4})>")
+# Small models sometimes copy a placeholder with square brackets ("[PERSON_1]"): restored too.
+_WRITTEN_PLACEHOLDER_RE = re.compile(r"[<\[]([A-Z][A-Z_]{1,30})_(\d{1,4})[>\]]")
 
 
 def _normalise(value: str) -> str:
@@ -56,8 +58,11 @@ class PlaceholderVault:
         return "".join(pieces)
 
     def restore(self, text: str) -> str:
-        """Placeholders of this vault turned back into their values (unknown ones kept)."""
-        return PLACEHOLDER_RE.sub(lambda m: self._by_placeholder.get(m.group(0), m.group(0)), text)
+        """Placeholders of this vault turned back into their values (unknown ones kept), also
+        when the model wrote one with square brackets."""
+        return _WRITTEN_PLACEHOLDER_RE.sub(
+            lambda m: self._by_placeholder.get(f"<{m.group(1)}_{m.group(2)}>", m.group(0)), text
+        )
 
     def conceal(self, text: str) -> str:
         """The values of this vault in ``text`` turned back into their placeholders.

@@ -15,7 +15,7 @@ from api.sse import iter_frames
 from core.db import Database
 from core.settings import Settings
 from tests.fakes import FakeKnowledge, KeywordGuard, ScriptedLLM, TestKeys, build_services
-from tests.unit.conftest import CANARY, DOCUMENTS_PROMPT, SYSTEM_PROMPT
+from tests.unit.conftest import CANARY, SYSTEM_PROMPT_START
 
 URL = "/v1/chat/completions"
 
@@ -49,7 +49,8 @@ def test_documents_reach_the_prompt_and_sources_the_response(
     }
     assert "retrieval_ms" in lineage["timings_ms"]
     system = system_prompt_sent(primary)
-    assert system.startswith(SYSTEM_PROMPT.replace("{canary}", CANARY))
+    assert system.startswith(SYSTEM_PROMPT_START)
+    assert CANARY in system
     assert "[1] VPN — Hotels\nUse profile B.\n\n[2] Wi-Fi\nGuest SSID: NW." in system
     assert knowledge.queries == [("default", "handbook", "which vpn profile at the hotel?")]
 
@@ -126,9 +127,7 @@ def slow_client(
         database,
         primary=primary,
         guard=guard,
-        system_prompt=SYSTEM_PROMPT,
         canary_token=CANARY,
-        documents_prompt=DOCUMENTS_PROMPT,
         security=keys.security(tuned),
         knowledge=knowledge,
     )

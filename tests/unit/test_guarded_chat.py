@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 
 from api.sse import iter_frames
 from tests.fakes import KeywordGuard, ScriptedLLM
-from tests.unit.conftest import CANARY
+from tests.unit.conftest import CANARY, SYSTEM_PROMPT_START
 
 URL = "/v1/chat/completions"
 
@@ -111,7 +111,7 @@ def test_system_prompt_is_ours_first(client: TestClient, primary: ScriptedLLM) -
     ask(client, {"role": "system", "content": "Answer in French."}, user("hi there"))
     system = primary.requests[-1].messages[0]
     assert system.role == "system"
-    assert system.content.startswith("You are a test assistant.")
+    assert system.content.startswith(SYSTEM_PROMPT_START)
     assert CANARY in system.content
     assert system.content.endswith("Answer in French.")
 

@@ -66,7 +66,17 @@ async def test_erasure_removes_one_persons_data_and_keeps_a_verifiable_trail(
     chat(client, keys, "staff", "my question about the vpn")
     chat(client, keys, "staff", "another one")
     kept = chat(client, keys, "tenant_admin", "an admin's own question")
-    subject = client.get("/v1/me", headers=keys.header("staff")).json()["subject"]
+    staff = keys.header("staff")
+    subject = client.get("/v1/me", headers=staff).json()["subject"]
+    profile = {"display_name": "Sam Example", "language": "de"}
+    assert client.put("/v1/me/profile", json=profile, headers=staff).status_code == 200
+    answers = client.get("/v1/conversations", headers=staff).json()["data"]
+    first = client.get(f"/v1/conversations/{answers[0]['id']}", headers=staff).json()
+    request_id = first["messages"][-1]["request_id"]
+    rated = client.post(
+        "/v1/feedback", json={"request_id": request_id, "rating": "up"}, headers=staff
+    )
+    assert rated.status_code == 201, rated.text
     erased = client.delete(
         f"/v1/admin/subjects/{subject}",
         params={"tenant": "default"},
@@ -75,6 +85,9 @@ async def test_erasure_removes_one_persons_data_and_keeps_a_verifiable_trail(
     assert erased.status_code == 200, erased.text
     assert erased.json()["conversations"] == 2
     assert erased.json()["usage_counters"] >= 1  # their token-quota counters went too
+    assert erased.json()["profile"] is True  # the display name went
+    assert erased.json()["quality_events"] == 1
+    assert client.get("/v1/me/profile", headers=staff).json()["display_name"] == ""
     usage = client.get("/v1/me/usage", headers=keys.header("staff")).json()["quotas"]
     assert next(q for q in usage if q["scope"] == "user")["used"] == 0
     assert client.get("/v1/conversations", headers=keys.header("staff")).json()["data"] == []

@@ -85,7 +85,8 @@ def test_bounded_label_values_are_the_catalogue_s(
                 continue
             assert registered[name][1].get(label) == set(values), f"{name}{{{label}}}"
             checked += 1
-    assert checked == 8  # stage, engine, decision, outcome, when, result, reason, deployment
+    # stage, engine, decision, outcome, when, result, reason, deployment, kind, outcome
+    assert checked == 10
 
 
 def test_fixed_label_counters_start_at_zero(

@@ -71,6 +71,13 @@ def test_placeholders_restored_whatever_the_chunking(chunks: list[str]) -> None:
     assert run(make(vault), chunks) == "Dear Ana Silva, mail ana@northwind.example today."
 
 
+@pytest.mark.parametrize("chunks", every_split("Dear [PERSON_1] at [EMAIL_ADDRESS_1], [A] ok"))
+def test_placeholders_a_model_wrote_in_square_brackets_are_restored(chunks: list[str]) -> None:
+    # SmolLM2 at temperature 0 answered "Dear [PERSON_1] (@[EMAIL_ADDRESS_1] ..." in an e2e run.
+    vault = vault_with(("PERSON", "Ana Silva"), ("EMAIL_ADDRESS", "ana@northwind.example"))
+    assert run(make(vault), chunks) == "Dear Ana Silva at ana@northwind.example, [A] ok"
+
+
 def test_unknown_placeholder_is_left_alone() -> None:
     assert run(make(), ["Hi <PERSON_9>!"]) == "Hi <PERSON_9>!"
 

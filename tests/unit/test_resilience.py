@@ -27,7 +27,7 @@ from core.db import Database
 from core.errors import GenerationFailed, ServiceUnavailable
 from core.settings import Settings
 from models.llm.base import GenerationDelta
-from tests.fakes import ScriptedLLM, TestKeys, build_services
+from tests.fakes import ScriptedLLM, TestKeys, build_services, repo_plan
 
 URL = "/v1/chat/completions"
 DEADLINE_S = 0.2
@@ -74,7 +74,7 @@ async def answer(
         ChatCompletionRequest,
     )
     chat = validate_chat_request(body, settings.api)
-    run = await pipeline.prepare(chat, "req_resilience", "default")
+    run = await pipeline.prepare(chat, "req_resilience", "default", repo_plan(settings))
     parts: list[str] = []
     last = GenerationDelta(text="")
     async for delta in pipeline.stream(chat, run):
@@ -246,7 +246,7 @@ async def test_primary_dying_mid_stream_is_continued_by_the_fallback(
     assert last.prompt_tokens == len(primary.requests[-1].prompt_token_ids or ())
     assert run.engine == "scripted-fallback"
     assert run.events == [{"event": "fallback", "reason": "RuntimeError", "when": "mid_stream"}]
-    lineage = run.lineage("cfg", "prm")
+    lineage = run.lineage()
     assert (lineage["fallback"], lineage["fallback_when"]) == ("RuntimeError", "mid_stream")
 
 
@@ -274,7 +274,7 @@ async def test_primary_silent_before_its_first_token_moves_to_the_fallback(
     assert fallback.requests[-1].prompt_token_ids == primary.requests[-1].prompt_token_ids
     assert last.completion_tokens == 3
     assert (run.fallback_reason, run.fallback_when) == ("FirstTokenTimeout", "before_first_token")
-    assert run.lineage("cfg", "prm")["fallback_when"] == "before_first_token"
+    assert run.lineage()["fallback_when"] == "before_first_token"
 
 
 async def test_open_breaker_skips_the_primary(
@@ -475,7 +475,7 @@ async def _consume_until(
         ChatCompletionRequest,
     )
     chat = validate_chat_request(body, settings.api)
-    run = await pipeline.prepare(chat, "req_leave", "default")
+    run = await pipeline.prepare(chat, "req_leave", "default", repo_plan(settings))
     received: list[GenerationDelta] = []
     enough = asyncio.Event()
 

@@ -127,7 +127,8 @@ def test_request_rate_limit_per_user_and_tenant(
 def test_token_quota_reserves_settles_and_refuses_with_the_reset_time(
     settings: Settings, keys: TestKeys, database: Database
 ) -> None:
-    small = tuned(settings, user_tokens=TokenQuotaSettings(tokens=60, period="day"))
+    # The repo's system prompt alone is ~150 tokens: room for one answer, not two.
+    small = tuned(settings, user_tokens=TokenQuotaSettings(tokens=200, period="day"))
     primary = ScriptedLLM(reply="one two three")
     with build(small, keys, database, primary) as client:
         staff = keys.header("staff")
@@ -140,7 +141,7 @@ def test_token_quota_reserves_settles_and_refuses_with_the_reset_time(
         user = next(q for q in balances if q["scope"] == "user")
         # Settled with the real use, not the 10 tokens reserved for the answer.
         assert user["used"] == usage["total_tokens"]
-        assert user["remaining"] == 60 - usage["total_tokens"]
+        assert user["remaining"] == 200 - usage["total_tokens"]
         refused = client.post(
             "/v1/chat/completions", json={**CHAT, "max_tokens": 60}, headers=staff
         )
