@@ -40,6 +40,7 @@ from benchmarks.report import (
 )
 from benchmarks.servers import ServerError, ServerSpec, ensure_port_free, free_port, running
 from core.errors import ConfigurationError, ModelStoreError
+from core.prompts import global_layer, load_repo_prompt, resolve
 from core.settings import Settings, load_settings
 from models.store import ModelStore
 from serving.runtime_env import offline_environment
@@ -401,12 +402,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.dataset == "staff":
         raw_dir = args.results_dir / "raw"
         dataset_path = str(write_staff_prompts(raw_dir / "staff-prompts.jsonl"))
-        system = settings.guard.system_prompt_file.read_text(encoding="utf-8")
+        # The raw engine gets the same system text the stack renders (no documents).
+        prompt = resolve([global_layer(load_repo_prompt(settings.prompts.directory / "chat"))])
+        values = {"canary": "NWC-0000000000000000", "today": now.date().isoformat()}
+        system = "\n\n".join(
+            prompt.render(part, values) for part in ("system", "developer") if prompt.has(part)
+        )
         raw_dataset_path = str(
-            write_staff_prompts(
-                raw_dir / "staff-prompts-with-system.jsonl",
-                prefix=system.replace("{canary}", "NWC-0000000000000000") + "\n\n",
-            )
+            write_staff_prompts(raw_dir / "staff-prompts-with-system.jsonl", prefix=system + "\n\n")
         )
     workload = Workload(
         args.input_len,
