@@ -55,6 +55,7 @@ ROUTE_POLICY: dict[tuple[str, str], frozenset[Role]] = {
     # The chat portal's page and assets: public; every API call it makes carries a key.
     ("GET", "/"): PUBLIC,
     ("GET", "/portal/{file}"): PUBLIC,
+    ("GET", "/portal/config.json"): PUBLIC,  # how the portal signs in (no secrets in it)
     # Chat: staff, and tenant admins trying their prompts; auditors never chat.
     ("POST", "/v1/chat/completions"): _STAFF | _TENANT_ADMIN,
     ("GET", "/v1/models"): _ANY,

@@ -47,6 +47,7 @@ from api.security import Principal
 from api.security.headers import cors_config, security_headers
 from api.services import Services
 from core.errors import ConfigurationError
+from core.metrics import CanaryResults
 from core.prompts import load_suites
 
 __all__ = ["create_app"]
@@ -106,7 +107,10 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
             me,
             my_usage,
             erase_person,
-            metrics_route(services.metrics.registry),
+            metrics_route(
+                services.metrics.registry,
+                canary=CanaryResults(services.database, services.metrics.registry),
+            ),
             PortalController,
             PromptController,
             RuntimeConfigController,

@@ -2,9 +2,14 @@
 
 :class:`EnclaveMetrics` owns every metric of the catalogue except those registered by their
 own modules on the same registry: ``enclave_quota_alarms_total``
-(``api.security.quotas.AlarmEmitter``) and the ``enclave_canary_*`` metrics
-(``serving.canary.CanaryMetrics``). Pass all three the same registry and ``/metrics`` serves
-the whole catalogue; ``tests/unit/test_metrics_catalogue.py`` checks that it is exactly that.
+(``api.security.quotas.AlarmEmitter``) and the ``enclave_canary_*`` metrics. An API replica
+exports the canary's metrics with :class:`CanaryResults`, from the runs recorded in the SQL
+store (``core.db.canary_schema``), so that every replica shows the result of a canary that
+ran anywhere (a Kubernetes CronJob, the embedded stack's schedule);
+``serving.canary.CanaryMetrics`` is the same catalogue for the one process that ran the
+canary (``enclave canary --metrics-file``). Pass them the same registry and ``/metrics``
+serves the whole catalogue; ``tests/unit/test_metrics_catalogue.py`` checks that it is
+exactly that.
 
 Label values are bounded sets: a value outside its set is counted as ``other`` (and logged
 once, without the value), so a bug or a hostile input can never create a new series. Counters
@@ -15,17 +20,31 @@ series start at zero when it is first seen, and a per-process cap bounds them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from core.db import Database
 
 __all__ = [
     "ANSWER_OUTCOMES",
+    "CANARY_DURATION_BUCKETS",
     "CIRCUIT_STATES",
     "DECISIONS",
     "DEPLOYMENTS",
@@ -42,6 +61,8 @@ __all__ = [
     "STAGES",
     "STATUS_CLASSES",
     "UNMATCHED",
+    "CanaryResults",
+    "CanarySnapshot",
     "EnclaveMetrics",
 ]
 
@@ -483,3 +504,164 @@ class EnclaveMetrics:
             raise ValueError(msg)
         deployment = self._deployment("enclave_circuit_state", deployment)
         self._circuit.labels(deployment=deployment).set(int(state))
+
+
+# -- the canary's results, from the SQL store ------------------------------------------------
+
+CANARY_DURATION_BUCKETS: Final = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+"""Buckets of ``enclave_canary_duration_seconds`` (also ``serving.canary.CanaryMetrics``)."""
+
+
+@dataclass(slots=True)
+class CanarySnapshot:
+    """What the ``enclave_canary_*`` metrics show: the newest run, the newest pass, and the
+    runs counted since this process started exporting (a counter must never go down, and
+    the store keeps only the newest runs, so counting starts with this process)."""
+
+    last_ok: bool | None = None
+    last_success_at: datetime | None = None
+    runs_ok: int = 0
+    runs_failed: int = 0
+    duration_sum: float = 0.0
+    bucket_counts: list[int] | None = None
+    last_id: int = 0
+
+    def count(self, ok: bool, duration_s: float) -> None:
+        """One more run in ``runs_total`` and the duration histogram."""
+        if ok:
+            self.runs_ok += 1
+        else:
+            self.runs_failed += 1
+        counts = self.bucket_counts or [0] * (len(CANARY_DURATION_BUCKETS) + 1)
+        slot = next(
+            (i for i, bound in enumerate(CANARY_DURATION_BUCKETS) if duration_s <= bound),
+            len(CANARY_DURATION_BUCKETS),
+        )
+        counts[slot] += 1
+        self.bucket_counts = counts
+        self.duration_sum += duration_s
+
+    def families(self) -> list[Metric]:
+        """The metric families of docs/metrics.md. The two gauges are absent until a run
+        (a passing run) is known, so ``absent()`` in the stale-canary alert sees a canary
+        that never reported, and a fresh replica never reports a failure that did not
+        happen."""
+        found: list[Metric] = []
+        if self.last_ok is not None:
+            success = GaugeMetricFamily(
+                "enclave_canary_success", "1 if the last canary run passed, else 0."
+            )
+            success.add_metric([], 1.0 if self.last_ok else 0.0)
+            found.append(success)
+        if self.last_success_at is not None:
+            stamp = GaugeMetricFamily(
+                "enclave_canary_last_success_timestamp_seconds",
+                "When the canary last passed (Unix time).",
+            )
+            stamp.add_metric([], self.last_success_at.timestamp())
+            found.append(stamp)
+        runs = CounterMetricFamily(
+            "enclave_canary_runs_total", "Viability-canary runs.", labels=["result"]
+        )
+        runs.add_metric(["ok"], float(self.runs_ok))
+        runs.add_metric(["failed"], float(self.runs_failed))
+        found.append(runs)
+        counts = self.bucket_counts or [0] * (len(CANARY_DURATION_BUCKETS) + 1)
+        cumulative: list[tuple[str, float]] = []
+        total = 0
+        for bound, n in zip((*CANARY_DURATION_BUCKETS, float("inf")), counts, strict=True):
+            total += n
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), float(total)))
+        duration = HistogramMetricFamily(
+            "enclave_canary_duration_seconds", "One canary conversation, end to end."
+        )
+        duration.add_metric([], cumulative, sum_value=self.duration_sum)
+        found.append(duration)
+        return found
+
+
+class CanaryResults(Collector):
+    """The ``enclave_canary_*`` metrics of every API replica, read from the canary runs in
+    the SQL store (``core.db.canary_schema``), wherever the canary ran.
+
+    Call :meth:`refresh` before each scrape (``api.routes.metrics.metrics_route`` does): it
+    reads the store at most every ``refresh_s`` seconds and gives up after ``timeout_s``;
+    a database that fails or hangs leaves the last values in place (logged), so ``/metrics``
+    keeps answering, and a canary result that stops changing trips the stale-canary alert.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        registry: CollectorRegistry | None = None,
+        *,
+        refresh_s: float = 5.0,
+        timeout_s: float = 2.0,
+    ) -> None:
+        self._database = database
+        self._refresh_s = refresh_s
+        self._timeout_s = timeout_s
+        self._snapshot = CanarySnapshot()
+        self._since = time.time()
+        self._loaded = False
+        self._refreshed_at: float | None = None
+        self._lock = asyncio.Lock()
+        self._failing = False
+        if registry is not None:
+            registry.register(self)
+
+    @property
+    def snapshot(self) -> CanarySnapshot:
+        """The values exported now."""
+        return self._snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        """The canary's metric families (Prometheus' collector interface)."""
+        return self._snapshot.families()
+
+    async def refresh(self) -> None:
+        """Read the runs recorded since the last refresh, unless one ran within
+        ``refresh_s``; never raises."""
+        if self._fresh():
+            return
+        async with self._lock:
+            if self._fresh():  # a concurrent scrape refreshed meanwhile
+                return
+            try:
+                await asyncio.wait_for(self._load(), timeout=self._timeout_s)
+            except Exception as exc:  # /metrics must answer while the database does not
+                if not self._failing:
+                    _log.warning(
+                        "canary results not refreshed; exporting the last ones",
+                        extra={"error": type(exc).__name__},
+                    )
+                self._failing = True
+            else:
+                if self._failing:
+                    _log.info("canary results refreshed again")
+                self._failing = False
+            finally:
+                self._refreshed_at = time.monotonic()
+
+    def _fresh(self) -> bool:
+        return (
+            self._refreshed_at is not None
+            and time.monotonic() - self._refreshed_at < self._refresh_s
+        )
+
+    async def _load(self) -> None:
+        from core.db.canary_schema import latest_canary_success, read_canary_runs
+
+        async with self._database.reading() as connection:
+            rows = await read_canary_runs(connection, after_id=self._snapshot.last_id)
+            success = await latest_canary_success(connection)
+        snapshot = self._snapshot
+        for row in rows:
+            # Runs that finished before this process started were counted by the replicas
+            # that ran then: count only the newer ones, so a restart adds no phantom runs.
+            if self._loaded or row.finished_at.timestamp() >= self._since:
+                snapshot.count(row.ok, row.duration_s)
+            snapshot.last_ok = row.ok
+            snapshot.last_id = row.id
+        snapshot.last_success_at = success
+        self._loaded = True

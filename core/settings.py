@@ -606,6 +606,15 @@ class RaySettings(_Section):
     object_store_memory_mb: int = Field(
         default=512, ge=75, description="Object store size of the local node, in MiB."
     )
+    metrics_export_port: int | None = Field(
+        default=8080,
+        ge=1024,
+        le=65535,
+        description=(
+            "Port of Ray's own metrics (ray_*, ray_serve_*) on 127.0.0.1, for a local "
+            "Prometheus (8080, as on the chart's Ray pods); null: a random port Ray picks."
+        ),
+    )
     app_name: str = Field(default="enclave", description="Serve application name.")
     startup_timeout_s: float = Field(
         default=300.0, gt=0, description="How long to wait for every deployment to be ready."

@@ -43,6 +43,9 @@ _ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 _TENANT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# RFC 6749 scope-token: printable ASCII without space, '"' and '\\'.
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1"})
 
 
 _Section = Section
@@ -110,6 +113,27 @@ class OIDCSettings(_Section):
         default="default",
         description="Tenant of tokens without the tenant claim; null: such tokens are refused.",
     )
+    # The portal's own sign-in (authorization code + PKCE, a public client: no secret). All
+    # three of client id and endpoints, or none: the portal offers OIDC only when complete.
+    portal_client_id: str | None = Field(
+        default=None,
+        description="Client id the portal is registered as at the IdP (a public client with "
+        "PKCE, redirect URI: the portal's own `/`); null: the portal signs in with API keys.",
+    )
+    authorization_endpoint: str | None = Field(
+        default=None,
+        description="The IdP's authorization endpoint the browser is sent to (https; http only "
+        "for localhost).",
+    )
+    token_endpoint: str | None = Field(
+        default=None,
+        description="The IdP's token endpoint the portal exchanges the code at (https; http "
+        "only for localhost). Its origin is added to the portal's CSP connect-src.",
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid"],
+        description="Scopes the portal asks for; must include openid.",
+    )
 
     @field_validator("algorithms")
     @classmethod
@@ -134,6 +158,41 @@ class OIDCSettings(_Section):
             raise ValueError(msg)
         return value
 
+    @field_validator("authorization_endpoint", "token_endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        local = parts.hostname in _LOCAL_HOSTS
+        if not parts.hostname or parts.scheme not in ({"http", "https"} if local else {"https"}):
+            msg = (
+                f"{value!r} must be an https URL (http is accepted for localhost and "
+                "127.0.0.1 only): the browser sends codes and receives tokens there"
+            )
+            raise ValueError(msg)
+        if parts.username or parts.password or parts.fragment:
+            msg = f"{value!r} must not carry credentials or a #fragment"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: list[str]) -> list[str]:
+        if "openid" not in value:
+            msg = "scopes must include openid (the portal checks the nonce of the tokens)"
+            raise ValueError(msg)
+        bad = [scope for scope in value if not _SCOPE.match(scope)]
+        if bad:
+            msg = f"scopes {bad} are not valid scope tokens (no spaces, quotes or backslashes)"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def portal_sign_in(self) -> bool:
+        """Whether the portal offers "Sign in with your organisation"."""
+        return self.enabled and self.portal_client_id is not None
+
     @field_validator("default_tenant")
     @classmethod
     def _tenant_id(cls, value: str | None) -> str | None:
@@ -155,6 +214,31 @@ class OIDCSettings(_Section):
             problems.append("set exactly one of auth.oidc.jwks_file and auth.oidc.jwks_url")
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _portal_all_or_nothing(self) -> OIDCSettings:
+        portal = {
+            "portal_client_id": self.portal_client_id,
+            "authorization_endpoint": self.authorization_endpoint,
+            "token_endpoint": self.token_endpoint,
+        }
+        given = [name for name, value in portal.items() if value]
+        if not given:
+            return self
+        missing = [f"auth.oidc.{name}" for name, value in portal.items() if not value]
+        if missing:
+            msg = (
+                f"portal sign-in needs all of auth.oidc.portal_client_id, authorization_endpoint "
+                f"and token_endpoint; missing: {', '.join(missing)} (or unset all three)"
+            )
+            raise ValueError(msg)
+        if not self.enabled:
+            msg = (
+                "auth.oidc.portal_client_id is set but auth.oidc.enabled is false: the API "
+                "would refuse the portal's tokens; enable OIDC or unset the portal fields"
+            )
+            raise ValueError(msg)
         return self
 
 

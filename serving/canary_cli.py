@@ -2,14 +2,17 @@
 
 The command runs one canary conversation (``serving.canary``) against ``--base-url`` (default:
 this host's API) with the key from ``ENCLAVE_CANARY_API_KEY``, ``canary.api_key_file``, or the
-embedded stack's own canary key; prints the report (``--json`` for machines); posts a
-failure or recovery to the alert webhook when the state changed since the last run; exits 0
-when every step passed, 1 when one failed, 2 when it could not run at all.
+embedded stack's own canary key; prints the report (``--json`` for machines); records the run
+in the SQL store (``canary_runs``; ``--no-record`` skips it), where every API replica reads it
+for its ``/metrics``; posts a failure or recovery to the alert webhook when the state changed
+since the last run; exits 0 when every step passed, 1 when one failed, 2 when it could not run
+at all. A run that could not be recorded is reported on stderr but keeps its exit status: the
+stale-canary alert is what notices a canary whose results stop arriving.
 
 ``start_canary_scheduler`` is what ``enclave serve`` calls once the stack is ready: a thread
 that issues the canary its own staff key once (``<data_dir>/secrets/canary-api-key``, mode
-600), runs the canary every ``canary.interval_s``, records the metrics of docs/metrics.md
-and alerts on state changes.
+600), runs the canary every ``canary.interval_s``, records each run in the SQL store (and,
+when given a registry, in that registry's metrics) and alerts on state changes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import os
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +43,7 @@ __all__ = [
     "add_canary_commands",
     "canary_api_key",
     "ensure_canary_key",
+    "record_run",
     "start_canary_scheduler",
 ]
 
@@ -120,6 +125,33 @@ def ensure_canary_key(settings: Settings) -> str:
     return asyncio.run(work())
 
 
+def record_run(settings: Settings, report: CanaryReport) -> int:
+    """Record ``report`` in the SQL store's ``canary_runs`` (the newest 1000 are kept);
+    return the run's id. Raises when the database cannot take it."""
+    from core.db import Database
+    from core.db.canary_schema import record_canary_run
+
+    failed = report.failed_step
+
+    async def work() -> int:
+        db = Database.from_settings(settings)
+        try:
+            async with db.transaction() as connection:
+                return await record_canary_run(
+                    connection,
+                    report.started_at,
+                    report.started_at + timedelta(seconds=report.duration_s),
+                    report.ok,
+                    failed.name if failed else None,
+                    report.duration_s,
+                    report.as_dict(),
+                )
+        finally:
+            await db.dispose()
+
+    return asyncio.run(work())
+
+
 def _setup_failure(base_url: str, message: str) -> CanaryReport:
     steps = [CanaryStep(name=STEPS[0], status="failed", message=message)]
     steps += [CanaryStep(name=name, status="skipped", message="auth failed") for name in STEPS[1:]]
@@ -136,13 +168,18 @@ class CanaryScheduler:
         settings: Settings,
         base_url: str,
         *,
-        metrics: CanaryMetrics,
+        metrics: CanaryMetrics | None,
         alerter: CanaryAlerter,
         until: threading.Event | None = None,
+        recorder: Callable[[CanaryReport], object] | None = None,
     ) -> None:
+        """``metrics``: this process's canary metrics, or None where the API replicas export
+        the recorded runs; ``recorder``: where each run is recorded (default: the SQL store
+        of ``settings``)."""
         self._settings = settings
         self._base_url = base_url
         self._metrics = metrics
+        self._recorder = recorder or (lambda report: record_run(settings, report))
         self._alerter = alerter
         self._stopping = until if until is not None else threading.Event()
         self._thread = threading.Thread(target=self._loop, name="enclave-canary", daemon=True)
@@ -173,7 +210,12 @@ class CanaryScheduler:
             return None  # the stack is going down under this run: its result means nothing
         if report.failed_step is not None and report.failed_step.name == "auth":
             self._key = None  # revoked or lost: re-check (and reissue) on the next run
-        self._metrics.record(report)
+        if self._metrics is not None:
+            self._metrics.record(report)
+        try:
+            self._recorder(report)
+        except Exception:  # the next run records again; meanwhile the stale alert may fire
+            _log.exception("canary run could not be recorded in the database")
         self._alerter.observe(report)
         return report
 
@@ -202,6 +244,10 @@ def start_canary_scheduler(
 ) -> Stoppable:
     """Start the embedded stack's canary (``canary.enabled``); stop it before the stack.
 
+    Each run is recorded in the SQL store; ``registry``: also count it in this process's
+    ``enclave_canary_*`` metrics there (None: the API replicas export the recorded runs,
+    ``core.metrics.CanaryResults``).
+
     ``until``: the launcher's shutdown event; once it is set the schedule ends and a run
     still in flight is discarded (so stopping the stack never reads as a canary failure).
     """
@@ -210,7 +256,7 @@ def start_canary_scheduler(
     scheduler = CanaryScheduler(
         settings,
         base_url,
-        metrics=CanaryMetrics(registry),
+        metrics=CanaryMetrics(registry) if registry is not None else None,
         alerter=CanaryAlerter(WebhookNotifier(settings.alerts), _state_file(settings)),
         until=until,
     )
@@ -220,11 +266,18 @@ def start_canary_scheduler(
 
 
 def start_canary_when_ready(
-    settings: Settings, base_url: str, *, registry: CollectorRegistry, timeout_s: float = 900.0
+    settings: Settings,
+    base_url: str,
+    *,
+    timeout_s: float = 900.0,
 ) -> threading.Event:
     """Start the canary schedule once ``base_url`` answers ``/readyz`` (from the API replica:
     the replica is built before the application serves, and a first run against a stack
-    still starting would alert for nothing). Set the returned event to stop it."""
+    still starting would alert for nothing). Set the returned event to stop it.
+
+    The runs go to the SQL store only: the API's ``/metrics`` exports them from there
+    (``core.metrics.CanaryResults`` on the replica's registry), like a CronJob's runs.
+    """
     stop = threading.Event()
 
     def wait_then_start() -> None:
@@ -234,7 +287,7 @@ def start_canary_when_ready(
         while not stop.is_set() and time.monotonic() < deadline:
             try:
                 if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
-                    start_canary_scheduler(settings, base_url, registry=registry, until=stop)
+                    start_canary_scheduler(settings, base_url, registry=None, until=stop)
                     return
             except httpx.HTTPError:
                 pass
@@ -271,6 +324,16 @@ def _canary(settings: Settings, args: argparse.Namespace) -> int:
         registry = CollectorRegistry()
         CanaryMetrics(registry).record(report)
         write_to_textfile(str(args.metrics_file), registry)
+    if args.record:
+        try:
+            record_run(settings, report)
+        except Exception as exc:  # the result still counts; the stale alert notices the gap
+            _log.warning("canary run not recorded", exc_info=True)
+            print(
+                f"enclave canary: the run could not be recorded in the database "
+                f"({type(exc).__name__}); the API's /metrics will not show it.",
+                file=sys.stderr,
+            )
     notifier = WebhookNotifier(settings.alerts)
     if notifier.enabled:
         CanaryAlerter(notifier, _state_file(settings)).observe(report)
@@ -294,5 +357,11 @@ def add_canary_commands(commands: Any) -> None:
         "--metrics-file",
         type=Path,
         help="also write the run's metrics in Prometheus text format (textfile collector)",
+    )
+    canary.add_argument(
+        "--no-record",
+        dest="record",
+        action="store_false",
+        help="do not record the run in the database (whose runs every API replica exports)",
     )
     canary.set_defaults(handler=_canary)

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from core.metrics import CANARY_DURATION_BUCKETS
+
 __all__ = ["STEPS", "CanaryMetrics", "CanaryReport", "CanaryStep", "StepStatus"]
 
 STEPS = ("auth", "guards", "retrieval", "generation", "output_scan")
@@ -80,7 +82,9 @@ class CanaryReport:
 
 
 class CanaryMetrics:
-    """The canary's Prometheus metrics (docs/metrics.md), on the registry passed in."""
+    """The canary's Prometheus metrics (docs/metrics.md), on the registry passed in, for the
+    process that ran it (``enclave canary --metrics-file``, tests). API replicas export the
+    runs recorded in the SQL store instead (``core.metrics.CanaryResults``)."""
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
         self.runs = Counter(
@@ -97,7 +101,7 @@ class CanaryMetrics:
         self.duration = Histogram(
             "enclave_canary_duration_seconds",
             "One canary conversation, end to end.",
-            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300),
+            buckets=CANARY_DURATION_BUCKETS,
             registry=registry,
         )
         for result in ("ok", "failed"):

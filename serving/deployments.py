@@ -269,11 +269,12 @@ class APIIngress:
             ),
         )
         if settings.canary.enabled:
-            # The canary runs beside the API, so its results are in this replica's /metrics.
+            # The canary runs beside the API and records each run in the database; every API
+            # replica's /metrics exports the latest recorded result.
             from serving.canary_cli import start_canary_when_ready
 
             self._canary_stop = start_canary_when_ready(
-                settings, f"http://127.0.0.1:{settings.api.port}", registry=registry
+                settings, f"http://127.0.0.1:{settings.api.port}"
             )
         return create_app(services, echo_request_id_header=False)
 

@@ -68,6 +68,8 @@ class EmbeddedStack:
         # Ray's token authentication stays on; its token lives in the data dir, not ~/.ray.
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_ray_auth_token(data_dir))
 
+        if settings.ray.address is None:
+            _keep_ray_on_loopback()
         import ray
         from ray import serve
 
@@ -75,6 +77,9 @@ class EmbeddedStack:
 
         started = time.perf_counter()
         if settings.ray.address is None:
+            metrics_port = settings.ray.metrics_export_port
+            if metrics_port is not None:
+                _check_port_free(metrics_port)
             ray.init(
                 num_cpus=settings.ray.num_cpus,
                 include_dashboard=False,
@@ -84,7 +89,11 @@ class EmbeddedStack:
                 namespace="enclave",
                 log_to_driver=True,
                 configure_logging=True,
+                # Ray's own metrics (ray_*, ray_serve_*), served by the dashboard agent that
+                # runs anyway; None: a random port, as Ray picks by default.
+                _metrics_export_port=metrics_port,
             )
+            _log_node_address(ray, metrics_port)
         else:
             ray.init(address=settings.ray.address, namespace="enclave")
         self._started = True
@@ -135,6 +144,60 @@ def _bootstrap_key(settings: Settings) -> str | None:
             await db.dispose()
 
     return asyncio.run(issue())
+
+
+_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _keep_ray_on_loopback() -> None:
+    """Make the local Ray node use 127.0.0.1 for everything it listens on.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough: Ray replaces a loopback
+    address with the host's routable one (``services.resolve_ip_for_localhost``), and then
+    the GCS, the raylet, the dashboard agent (job API on :52365) and its metrics exporter
+    listen on that address or on 0.0.0.0. With cluster support off, Ray's node address is
+    127.0.0.1 and each of them binds loopback (measured with Ray 2.60: docs/operations.md).
+    Ray reads the switch when ``ray._private.ray_constants`` is imported, so it is set in
+    the environment (for every process Ray starts) and on the module if already imported.
+    """
+    import sys
+
+    os.environ[_LOCAL_ONLY_ENV] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        vars(constants)["ENABLE_RAY_CLUSTER"] = False
+
+
+def _check_port_free(port: int) -> None:
+    """Fail before Ray starts when ``ray.metrics_export_port`` is taken: Ray's agent would
+    die on it and take the node down with a far less helpful message."""
+    import socket
+
+    from core.errors import ConfigurationError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            msg = (
+                f"ray.metrics_export_port {port} is in use on 127.0.0.1 ({exc.strerror}): "
+                "choose a free port, or null to let Ray pick one (then it cannot be scraped)"
+            )
+            raise ConfigurationError(msg) from exc
+
+
+def _log_node_address(ray: object, metrics_port: int | None) -> None:
+    node_ip = getattr(getattr(ray, "util", None), "get_node_ip_address", lambda: None)()
+    if node_ip not in {"127.0.0.1", None}:
+        _log.warning(
+            "local Ray node is not on loopback; its ports may be reachable from the network",
+            extra={"node_ip": node_ip},
+        )
+    if metrics_port is not None:
+        _log.info(
+            "Ray metrics exported",
+            extra={"url": f"http://127.0.0.1:{metrics_port}/metrics"},
+        )
 
 
 def run_foreground(settings: Settings) -> int:

@@ -1,8 +1,12 @@
-// Enclave staff chat portal: sign in with an API key, streamed answers with citations,
-// feedback, history, a profile. Vanilla ES module, no build step; talks only to its own origin.
+// Enclave staff chat portal: sign in with the organisation's OIDC provider or an API key,
+// streamed answers with citations, feedback, history, a profile. Vanilla ES module, no build
+// step; talks only to its own origin (and, to finish an OIDC sign-in, the token endpoint).
 import { renderMarkdown } from "./markdown.js";
+import { SignInError, beginSignIn, completeSignIn } from "./oidc.js";
 
-const KEY_SLOT = "enclave.apiKey"; // sessionStorage only: never a cookie, nothing that outlives the tab
+// sessionStorage only: never a cookie, nothing that outlives the tab.
+const KEY_SLOT = "enclave.apiKey";
+const TOKEN_SLOT = "enclave.accessToken"; // the OIDC access token
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -14,6 +18,7 @@ const state = {
   me: null,
   profile: { display_name: "", language: "en", default_knowledge_base: null },
   bases: [], // names of the tenant's knowledge bases
+  signIn: { oidc: null, api_keys: true }, // /portal/config.json
 };
 const DEFAULT_PROFILE = { display_name: "", language: "en", default_knowledge_base: null };
 
@@ -29,12 +34,18 @@ class ApiError extends Error {
   }
 }
 
-function apiKey() {
-  return sessionStorage.getItem(KEY_SLOT);
+/** The bearer credential: the OIDC access token or the API key, sent the same way. */
+function credential() {
+  return sessionStorage.getItem(TOKEN_SLOT) || sessionStorage.getItem(KEY_SLOT);
+}
+
+function forgetCredentials() {
+  sessionStorage.removeItem(TOKEN_SLOT);
+  sessionStorage.removeItem(KEY_SLOT);
 }
 
 function headers(extra = {}) {
-  return { Authorization: `Bearer ${apiKey()}`, ...extra };
+  return { Authorization: `Bearer ${credential()}`, ...extra };
 }
 
 async function problemOf(response) {
@@ -51,12 +62,21 @@ async function problemOf(response) {
 }
 
 async function api(path, options = {}) {
+  const withToken = Boolean(sessionStorage.getItem(TOKEN_SLOT));
   const response = await fetch(path, {
     ...options,
     headers: headers(options.headers),
     credentials: "omit",
   });
-  if (!response.ok) throw await problemOf(response);
+  if (!response.ok) {
+    const error = await problemOf(response);
+    if (withToken && response.status === 401) {
+      // The organisation's token expired (or was revoked): back to signing in, said plainly.
+      error.sessionExpired = true;
+      if (state.me) signOut(`${explain(error)} (request id ${error.requestId})`);
+    }
+    throw error;
+  }
   return response;
 }
 
@@ -71,6 +91,9 @@ function explain(error) {
   const detail = p.detail || "";
   switch (error.status) {
     case 401:
+      if (error.sessionExpired) {
+        return "Your sign-in with your organisation has expired or was not accepted. Sign in again.";
+      }
       return "Your key was not accepted or has expired. Sign in again.";
     case 403:
       return `You are not allowed to do this. ${detail}`;
@@ -117,10 +140,37 @@ function showSignIn(message = "") {
   $("sign-out").hidden = true;
   $("whoami").hidden = true;
   $("sign-in-view").hidden = false;
+  $("oidc-sign-in").hidden = !state.signIn.oidc;
+  $("sign-in-form").hidden = !state.signIn.api_keys;
   $("sign-in-error").textContent = message;
   $("sign-in-error").hidden = !message;
   $("api-key").value = "";
-  $("api-key").focus();
+  if (state.signIn.api_keys) $("api-key").focus();
+  else if (state.signIn.oidc) $("oidc-button").focus();
+}
+
+/** How this deployment signs users in; API keys only when the config cannot be read. */
+async function loadSignInConfig() {
+  try {
+    const response = await fetch("/portal/config.json", { credentials: "omit", cache: "no-store" });
+    if (response.ok) {
+      const config = await response.json();
+      state.signIn = { oidc: config.oidc || null, api_keys: config.api_keys !== false };
+    }
+  } catch {
+    state.signIn = { oidc: null, api_keys: true };
+  }
+}
+
+async function signInWithOrganisation() {
+  if (!state.signIn.oidc) return;
+  $("oidc-button").setAttribute("aria-disabled", "true");
+  try {
+    await beginSignIn(state.signIn.oidc);
+  } catch {
+    $("oidc-button").removeAttribute("aria-disabled");
+    showSignIn("Sign-in could not start: this browser lacks the secure random and hashing functions it needs.");
+  }
 }
 
 async function enter() {
@@ -130,7 +180,7 @@ async function enter() {
     const models = await (await api("/v1/models")).json();
     state.model = models.data.length ? models.data[0].id : null;
   } catch (error) {
-    sessionStorage.removeItem(KEY_SLOT);
+    forgetCredentials();
     const message = error instanceof ApiError ? explain(error) : explain(null);
     const rid = error instanceof ApiError ? ` (request id ${error.requestId})` : "";
     showSignIn(message + rid);
@@ -154,9 +204,9 @@ function showWhoami() {
   $("whoami").textContent = `Signed in: ${who} (${me.roles.join(", ")}) · ${me.tenant}`;
 }
 
-function signOut() {
+function signOut(message = "You are signed out.") {
   if (state.controller) state.controller.abort();
-  sessionStorage.removeItem(KEY_SLOT);
+  forgetCredentials();
   if ($("profile-dialog").open) $("profile-dialog").close();
   $("profile-open").hidden = true;
   state.me = null;
@@ -167,7 +217,7 @@ function signOut() {
   $("history").replaceChildren();
   clearError();
   setPhase("");
-  showSignIn("You are signed out.");
+  showSignIn(message);
 }
 
 // ---------------------------------------------------------------- rendering turns
@@ -752,7 +802,11 @@ async function exportConversation(conversation, format) {
 
 // ---------------------------------------------------------------- wiring
 
-function start() {
+async function start() {
+  $("oidc-button").addEventListener("click", (event) => {
+    event.preventDefault();
+    signInWithOrganisation();
+  });
   $("sign-in-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const key = $("api-key").value.trim();
@@ -760,10 +814,11 @@ function start() {
       showSignIn("Enter your API key.");
       return;
     }
+    sessionStorage.removeItem(TOKEN_SLOT);
     sessionStorage.setItem(KEY_SLOT, key);
     enter();
   });
-  $("sign-out").addEventListener("click", signOut);
+  $("sign-out").addEventListener("click", () => signOut());
   $("profile-open").addEventListener("click", openProfile);
   $("profile-cancel").addEventListener("click", () => {
     $("profile-dialog").close();
@@ -773,7 +828,7 @@ function start() {
     event.preventDefault(); // saved through the API; the dialog closes only on success
     saveProfile();
   });
-  $("error-sign-in").addEventListener("click", signOut);
+  $("error-sign-in").addEventListener("click", () => signOut());
   $("new-chat").addEventListener("click", newConversation);
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -807,7 +862,20 @@ function start() {
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && state.busy) stop();
   });
-  if (apiKey()) enter();
+  await loadSignInConfig();
+  let token = null;
+  try {
+    token = await completeSignIn(state.signIn.oidc);
+  } catch (error) {
+    forgetCredentials();
+    showSignIn(error instanceof SignInError ? error.message : "Sign-in did not complete. Sign in again.");
+    return;
+  }
+  if (token) {
+    sessionStorage.removeItem(KEY_SLOT);
+    sessionStorage.setItem(TOKEN_SLOT, token);
+  }
+  if (credential()) enter();
   else showSignIn();
 }
 

@@ -1,10 +1,11 @@
 """``GET /metrics`` and the telemetry around every HTTP request.
 
 :func:`metrics_route` serves a registry in the Prometheus text format (or OpenMetrics when
-the scraper asks for it). :func:`record_http` installs :class:`HttpTelemetry` around the
-app's routing: each request gets its own trace (root span; id returned in ``X-Trace-Id``),
-its request id bound for the log lines, and its ``enclave_http_*`` metrics labelled with the
-route *template*, never the raw path.
+the scraper asks for it), first refreshing the canary's results from the SQL store
+(``core.metrics.CanaryResults``) when it is given them. :func:`record_http` installs
+:class:`HttpTelemetry` around the app's routing: each request gets its own trace (root
+span; id returned in ``X-Trace-Id``), its request id bound for the log lines, and its
+``enclave_http_*`` metrics labelled with the route *template*, never the raw path.
 
 Why an ASGI middleware around ``Litestar.asgi_handler`` rather than Litestar's ``middleware=``
 or a ``before_send`` hook pair: app-level Litestar middleware is built into each route's
@@ -34,7 +35,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from api.request_ids import request_id_of
-from core.metrics import UNMATCHED, EnclaveMetrics
+from core.metrics import UNMATCHED, CanaryResults, EnclaveMetrics
 from core.telemetry import bind_request_id
 from core.tracing import current_trace_id, root_span
 
@@ -44,17 +45,25 @@ TRACE_ID_HEADER = "x-trace-id"
 _CLIENT_GONE = 499  # the client left before the response started (nginx's convention)
 
 
-def metrics_route(registry: CollectorRegistry) -> HTTPRouteHandler:
-    """The ``GET /metrics`` handler over ``registry`` (public: labels carry no user data)."""
+def metrics_route(
+    registry: CollectorRegistry, *, canary: CanaryResults | None = None
+) -> HTTPRouteHandler:
+    """The ``GET /metrics`` handler over ``registry`` (public: labels carry no user data).
+
+    ``canary``: the canary's results, registered on ``registry``; each scrape refreshes them
+    from the store first (at most every few seconds, bounded in time; a database error
+    leaves the last values and never fails the scrape).
+    """
 
     @get(
         "/metrics",
         include_in_schema=False,
-        sync_to_thread=False,
         summary="Prometheus metrics (docs/metrics.md)",
     )
-    def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Every metric of the catalogue, in the format the scraper asked for."""
+        if canary is not None:
+            await canary.refresh()
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(content=encoder(registry), media_type=content_type)
 

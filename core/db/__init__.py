@@ -17,6 +17,7 @@ from core.db.audit_schema import (
     conversations,
     messages,
 )
+from core.db.canary_schema import canary_runs
 from core.db.engine import Database, database_url
 from core.db.migrate import check_schema, current_revision, head_revision, upgrade
 from core.db.quality_schema import (
@@ -36,6 +37,7 @@ __all__ = [
     "api_keys",
     "audit_chain_head",
     "audit_log",
+    "canary_runs",
     "check_schema",
     "config_activations",
     "config_versions",

@@ -15,6 +15,7 @@ import pytest
 from openai import OpenAI
 
 from core.settings import Settings
+from tests.e2e.oidc_provider import OIDCProvider, start_provider
 from tests.e2e.otlp_receiver import start_receiver
 from tests.e2e.stack import GUARD_DIR, RunningStack, start_stack, stop_stack
 
@@ -26,9 +27,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[OIDCProvider]:
+    """A local OIDC provider (code + PKCE) the stack trusts; started before the stack."""
+    workdir = Path(tempfile.mkdtemp(prefix="enclave-oidc-"))
+    provider = start_provider(workdir)
+    yield provider
+    provider.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def stack(
     test_settings: Settings,
     monkeypatch_session: pytest.MonkeyPatch,
+    oidc_provider: OIDCProvider,
 ) -> Iterator[RunningStack]:
     """The embedded stack as `make run` starts it (test profile, own data dir and port)."""
     # Short on purpose: Ray puts AF_UNIX sockets under the data dir, and their paths must stay
@@ -50,7 +62,11 @@ def stack(
     running = start_stack(
         workdir,
         _free_port(),
-        extra_env={"ENCLAVE_TELEMETRY__OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_port}"},
+        extra_env={
+            "ENCLAVE_TELEMETRY__OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_port}",
+            # The portal offers OIDC sign-in; API keys keep working for every other test.
+            **oidc_provider.stack_env(),
+        },
     )
     running.traces = traces
     yield running

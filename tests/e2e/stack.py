@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ class RunningStack:
     start_seconds: float
     data_dir: Path
     admin_key: str = ""
+    ray_metrics_port: int = 0
     traces: Any = None  # the OTLP receiver's store, when the stack exports traces
 
     def descendants(self) -> list[psutil.Process]:
@@ -48,6 +50,12 @@ class RunningStack:
         return [line for line in self.guard_log.read_text().splitlines() if line.strip()]
 
 
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def start_stack(
     workdir: Path,
     port: int,
@@ -58,10 +66,13 @@ def start_stack(
     """Start `enclave serve` under the egress guard and wait until /readyz says ready."""
     log_path = workdir / "stack.log"
     guard_log = workdir / "egress-violations.jsonl"
+    # Each stack its own port for Ray's metrics (the e2e and chaos stacks run in one session).
+    ray_metrics_port = _unused_port()
     env = dict(os.environ)
     env.update(
         {
             "ENCLAVE_PROFILE": "test",
+            "ENCLAVE_RAY__METRICS_EXPORT_PORT": str(ray_metrics_port),
             "ENCLAVE_CONFIG_DIR": str(ROOT),
             "ENCLAVE_API__PORT": str(port),
             "ENCLAVE_PATHS__DATA_DIR": str(workdir / "data"),
@@ -85,6 +96,7 @@ def start_stack(
     stack = RunningStack(
         process, f"http://127.0.0.1:{port}", log_path, guard_log, 0.0, workdir / "data"
     )
+    stack.ray_metrics_port = ray_metrics_port
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

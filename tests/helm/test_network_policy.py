@@ -75,7 +75,8 @@ def test_ray_ingress_opens_internal_ports_to_ray_pods_only(default: Rendered) ->
 def test_canary_and_migrations_reach_only_what_they_need(default: Rendered) -> None:
     canary = _policy(default, "-canary")["spec"]
     assert "ingress" not in canary
-    assert [_ports(r) for r in canary["egress"]] == [{53}, {8000}]
+    # DNS, the API, and the database it records its results in (API replicas export them).
+    assert [_ports(r) for r in canary["egress"]] == [{53}, {8000}, {5432}]
     assert _selects_ray_pods(canary["egress"][1]["to"][0])
     migrations = _policy(default, "-migrations")["spec"]
     assert "ingress" not in migrations

@@ -45,6 +45,7 @@ CALLS: dict[tuple[str, str], tuple[str, dict[str, Any], int]] = {
     ("GET", "/metrics"): ("/metrics", {}, 200),
     ("GET", "/"): ("/", {}, 200),
     ("GET", "/portal/{file}"): ("/portal/portal.js", {}, 200),
+    ("GET", "/portal/config.json"): ("/portal/config.json", {}, 200),
     ("POST", "/v1/chat/completions"): ("/v1/chat/completions", {"json": CHAT}, 200),
     ("GET", "/v1/models"): ("/v1/models", {}, 200),
     ("GET", "/v1/info"): ("/v1/info", {}, 200),
@@ -180,6 +181,7 @@ MAY_CALL: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/metrics"): None,
     ("GET", "/"): None,  # the portal page and its assets; its API calls carry a key
     ("GET", "/portal/{file}"): None,
+    ("GET", "/portal/config.json"): None,  # how to sign in: the IdP's public client data
     ("POST", "/v1/chat/completions"): {"staff", "tenant_admin"},  # auditors never chat
     ("GET", "/v1/models"): EVERYONE,
     ("GET", "/v1/info"): EVERYONE,
@@ -268,6 +270,7 @@ def test_every_route_declares_who_may_call_it(
         ("GET", "/metrics"),
         ("GET", "/"),
         ("GET", "/portal/{file}"),
+        ("GET", "/portal/config.json"),
     }
 
 

@@ -303,6 +303,13 @@ containers:
           secretKeyRef:
             name: {{ .Values.canary.apiKey.existingSecret | quote }}
             key: {{ .Values.canary.apiKey.key | quote }}
+      # Each run is recorded in the database (canary_runs), where every API replica reads
+      # it for its /metrics: Prometheus never scrapes this short-lived pod.
+      - name: ENCLAVE_DATABASE__URL
+        valueFrom:
+          secretKeyRef:
+            name: {{ .Values.database.existingSecret | quote }}
+            key: {{ .Values.database.urlKey | quote }}
     resources:
       {{- toYaml .Values.canary.resources | nindent 6 }}
     securityContext:
