@@ -95,6 +95,24 @@ class GenerationOverrides(_Overrides):
     )
 
 
+class LimitOverrides(_Overrides):
+    """Token quotas per period (the periods stay those of ``limits`` in the settings); null:
+    inherit the level above."""
+
+    user_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**12,
+        description="Tokens each user of the tenant may use per limits.user_tokens.period.",
+    )
+    tenant_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**15,
+        description="Tokens the whole tenant may use per limits.tenant_tokens.period.",
+    )
+
+
 class Rollout(_Overrides):
     """A canary: a share of the tenant's users gets a new prompt version and/or engine."""
 
@@ -118,6 +136,7 @@ class RuntimeOverrides(_Overrides):
     models: ModelRouting | None = Field(default=None, description="Engine routing.")
     retrieval: RetrievalOverrides | None = Field(default=None, description="Retrieval parameters.")
     generation: GenerationOverrides | None = Field(default=None, description="Answer limits.")
+    limits: LimitOverrides | None = Field(default=None, description="Token quotas.")
     rollout: Rollout | None = Field(
         default=None,
         description="A canary rollout; it replaces the level above's rollout as a whole "
@@ -137,6 +156,10 @@ class EffectiveRuntime:
     max_context_tokens: int
     default_max_tokens: int
     max_completion_tokens: int
+    user_tokens: int | None
+    """The user token quota per period; None: unlimited."""
+    tenant_tokens: int | None
+    """The tenant token quota per period; None: unlimited."""
     rollout: Rollout | None
     """None when no canary runs (no rollout, percent 0, or nothing to try)."""
     version: str
@@ -153,6 +176,8 @@ class EffectiveRuntime:
             "max_context_tokens": self.max_context_tokens,
             "default_max_tokens": self.default_max_tokens,
             "max_completion_tokens": self.max_completion_tokens,
+            "user_tokens": self.user_tokens,
+            "tenant_tokens": self.tenant_tokens,
             "rollout": None if self.rollout is None else self.rollout.model_dump(mode="json"),
             "version": self.version,
         }
@@ -161,6 +186,11 @@ class EffectiveRuntime:
 def _pick(*values: Any) -> Any:
     """The first value that is set (levels given most specific first)."""
     return next(value for value in values if value is not None)
+
+
+def _first(*values: int | None) -> int | None:
+    """The first value that is set; None when none is (an unlimited quota)."""
+    return next((value for value in values if value is not None), None)
 
 
 def effective_runtime(
@@ -184,6 +214,7 @@ def effective_runtime(
 
     features, models = section("features"), section("models")
     retrieval, generation = section("retrieval"), section("generation")
+    quotas = section("limits")
     has_fallback = settings.llm.fallback is not None
 
     def value(sections: list[Any], field: str, base: Any) -> Any:
@@ -206,6 +237,10 @@ def effective_runtime(
         ),
         default_max_tokens=min(default_max, max_completion),
         max_completion_tokens=max_completion,
+        user_tokens=_first(*(q.user_tokens for q in quotas), settings.limits.user_tokens.tokens),
+        tenant_tokens=_first(
+            *(q.tenant_tokens for q in quotas), settings.limits.tenant_tokens.tokens
+        ),
         rollout=_live_rollout(section("rollout"), has_fallback),
         version=f"g{global_number}.t{tenant_number}",
     )

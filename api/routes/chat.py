@@ -146,7 +146,12 @@ class ChatController(Controller):
             deltas = _canned(pipeline.canned_reply(run))
         else:
             # Hold the most this answer can cost before generating; settle with the real use.
-            scopes = quota_scopes(principal, services.settings.limits)
+            scopes = quota_scopes(
+                principal,
+                services.settings.limits,
+                user_tokens=runtime.user_tokens,
+                tenant_tokens=runtime.tenant_tokens,
+            )
             ledger = services.security.quotas
             reservation = None
             if scopes:

@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import get
 
+from api.request_plan import Planner
 from api.security import Principal, quota_scopes
 from api.services import Services
 
@@ -25,11 +26,18 @@ async def me(principal: Principal) -> dict[str, Any]:
 
 
 @get("/v1/me/usage", tags=["me"], summary="Token quota balances and request rates")
-async def my_usage(principal: Principal, services: Services) -> dict[str, Any]:
+async def my_usage(principal: Principal, services: Services, planner: Planner) -> dict[str, Any]:
     """Remaining tokens of the caller's and their tenant's quota, and when each resets."""
     limits = services.settings.limits
+    runtime = await planner.runtime(principal.tenant)
     quotas = []
-    for scope in quota_scopes(principal, limits):
+    scopes = quota_scopes(
+        principal,
+        limits,
+        user_tokens=runtime.user_tokens,
+        tenant_tokens=runtime.tenant_tokens,
+    )
+    for scope in scopes:
         balance = await services.security.quotas.balance(scope)
         quotas.append(
             {

@@ -152,14 +152,23 @@ def period_label(period: QuotaPeriod, start: datetime) -> str:
     return start.strftime({"hour": "%Y%m%dT%H", "day": "%Y%m%d", "month": "%Y%m"}[period])
 
 
-def quota_scopes(principal: Principal, limits: LimitsSettings) -> tuple[QuotaScope, ...]:
-    """The configured user and tenant budgets of ``principal`` (unlimited ones left out)."""
+def quota_scopes(
+    principal: Principal,
+    limits: LimitsSettings,
+    *,
+    user_tokens: int | None = None,
+    tenant_tokens: int | None = None,
+) -> tuple[QuotaScope, ...]:
+    """The user and tenant budgets of ``principal`` (unlimited ones left out): the
+    settings' amounts, or the tenant's runtime configuration's when given."""
     scopes: list[QuotaScope] = []
     user, tenant = limits.user_tokens, limits.tenant_tokens
-    if user.tokens is not None:
-        scopes.append(QuotaScope("user", principal.subject, user.tokens, user.period))
-    if tenant.tokens is not None:
-        scopes.append(QuotaScope("tenant", principal.tenant, tenant.tokens, tenant.period))
+    user_limit = user_tokens if user_tokens is not None else user.tokens
+    tenant_limit = tenant_tokens if tenant_tokens is not None else tenant.tokens
+    if user_limit is not None:
+        scopes.append(QuotaScope("user", principal.subject, user_limit, user.period))
+    if tenant_limit is not None:
+        scopes.append(QuotaScope("tenant", principal.tenant, tenant_limit, tenant.period))
     return tuple(scopes)
 
 

@@ -12,16 +12,13 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from api.errors import problem_body
-from api.security.quotas import QuotaScope, quota_exceeded
 from tests.e2e.stack import RunningStack, replica_processes
 from tests.e2e.test_portal import (  # noqa: F401 - `browser` is a fixture used by name
     ANSWER_TIMEOUT_MS,
@@ -330,43 +327,47 @@ def test_a_lost_network_keeps_the_partial_answer_and_offers_a_retry(
 
 
 def test_over_quota_says_when_the_quota_resets(
-    portal: tuple[Page, Watch], stack: RunningStack, api_keys: dict[str, str]
+    portal: tuple[Page, Watch], stack: RunningStack
 ) -> None:
-    # A real exhausted quota needs 500 000 tokens of answers (quotas are global settings,
-    # with no per-tenant override to shrink one): the stack's own 429 body is served instead,
-    # built by the same functions the API uses.
+    # A real exhausted quota: the tenant admin gives a tenant of its own a pilot budget of
+    # 100 tokens per user and day (runtime configuration), smaller than one request needs.
     page, watch = portal
-    now = datetime.now(UTC)
-    resets_at = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    scope = QuotaScope("user", "someone", 500_000, "day")
-    error = quota_exceeded([(scope, 499_990, resets_at)], 700, now)
-    body = problem_body(
-        status=error.status_code,
-        title=error.title,
-        slug=error.type_slug,
-        detail=error.detail,
-        request_id="req_quota_e2e_0001",
-        **error.extra,
+    tenant = "e2e-portal-quota"
+    admin = _key(stack, tenant, "tenant_admin")
+    staff = _key(stack, tenant, "staff")
+    saved = httpx.put(
+        f"{stack.base_url}/v1/config",
+        json={"overrides": {"limits": {"user_tokens": 100}}, "note": "pilot budget"},
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=60,
     )
-
-    def over_quota(route: Route) -> None:
-        route.fulfill(
-            status=429,
-            json=body,
-            headers={**error.http_headers(), "X-Request-ID": "req_quota_e2e_0001"},
-        )
-
-    sign_in(page, stack, api_keys["staff"])
-    page.route("**/v1/chat/completions", over_quota)
-    ask(page, QUESTION)
+    assert saved.status_code == 201, saved.text
+    sign_in(page, stack, staff)
+    with page.expect_response("**/v1/chat/completions") as answered:
+        ask(page, QUESTION)
+    response = answered.value
+    assert response.status == 429
+    problem = response.json()
+    assert problem["quota_limit"] == 100
     text = page.locator("#error-text")
     expect(text).to_contain_text("token quota is used up")
     expect(text).to_contain_text("it resets at")
-    shown = page.evaluate("(iso) => new Date(iso).toLocaleString()", resets_at.isoformat())
+    shown = page.evaluate("(iso) => new Date(iso).toLocaleString()", problem["quota_resets_at"])
     expect(text).to_contain_text(shown)
-    expect(page.locator("#error-request-id")).to_have_text("req_quota_e2e_0001")
+    expect(page.locator("#error-request-id")).to_have_text(problem["request_id"])
     shot(page, "portal-over-quota.png")
     assert [e for e in watch.errors if PROVOKED not in e] == []
+
+
+def _key(stack: RunningStack, tenant: str, role: str) -> str:
+    created = httpx.post(
+        f"{stack.base_url}/v1/admin/api-keys",
+        json={"name": f"portal {role}", "tenant": tenant, "roles": [role]},
+        headers={"Authorization": f"Bearer {stack.admin_key}"},
+        timeout=60,
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["api_key"])
 
 
 def test_a_frozen_primary_is_answered_by_the_fallback_and_says_so(

@@ -89,7 +89,8 @@ def test_every_problem_is_listed_with_its_path() -> None:
         "models.engine: must be one of 'primary' or 'fallback' (got 'tertiary')",
         "retrieval.top_k: must be at most 20 (got 50)",
         "retrieval.min_score: must be at least 0.0 (got -0.1)",
-        "bogus: unknown setting; known here: features, models, retrieval, generation, rollout",
+        "bogus: unknown setting; known here: features, models, retrieval, generation, limits, "
+        "rollout",
     ]
 
 
@@ -217,6 +218,8 @@ def test_without_overrides_the_settings_apply() -> None:
         max_context_tokens=500,
         default_max_tokens=100,
         max_completion_tokens=300,
+        user_tokens=settings.limits.user_tokens.tokens,
+        tenant_tokens=settings.limits.tenant_tokens.tokens,
         rollout=None,
         version="g0.t0",
     )
@@ -535,3 +538,30 @@ def test_a_body_with_unknown_fields_or_no_note_is_refused(
         "/v1/config", headers=admin, json={"overrides": {}, "note": "n", "tenant": "globex"}
     )
     assert extra.status_code == 400
+
+
+def test_token_quotas_merge_and_keep_unlimited_when_nobody_sets_one() -> None:
+    settings = _settings()
+    base = effective_runtime(settings, None, 0, None, 0)
+    assert base.user_tokens == settings.limits.user_tokens.tokens
+    assert base.tenant_tokens == settings.limits.tenant_tokens.tokens
+    both = effective_runtime(
+        settings,
+        validate_overrides({"limits": {"user_tokens": 900, "tenant_tokens": 50_000}}, settings),
+        1,
+        validate_overrides({"limits": {"user_tokens": 300}}, settings),
+        1,
+    )
+    assert (both.user_tokens, both.tenant_tokens) == (300, 50_000)
+    unlimited = settings.model_copy(
+        update={
+            "limits": settings.limits.model_copy(
+                update={
+                    "tenant_tokens": settings.limits.tenant_tokens.model_copy(
+                        update={"tokens": None}
+                    )
+                }
+            )
+        }
+    )
+    assert effective_runtime(unlimited, None, 0, None, 0).tenant_tokens is None

@@ -208,3 +208,43 @@ def test_sse_frames_cannot_be_forged_by_content(
     for frame in frames[:-1]:
         assert frame.startswith(b"data: {")
         json.loads(frame[6:])
+
+
+def test_a_tenants_runtime_quota_replaces_the_settings_quota(
+    settings: Settings, keys: TestKeys, database: Database
+) -> None:
+    primary = ScriptedLLM(reply="one two three")
+    with build(settings, keys, database, primary) as client:
+        staff, admin = keys.header("staff"), keys.header("tenant_admin")
+        usage = client.get("/v1/me/usage", headers=staff).json()["quotas"]
+        assert next(q for q in usage if q["scope"] == "user")["limit"] == (
+            settings.limits.user_tokens.tokens
+        )
+        saved = client.put(
+            "/v1/config",
+            json={"overrides": {"limits": {"user_tokens": 200}}, "note": "pilot budget"},
+            headers=admin,
+        )
+        assert saved.status_code == 201, saved.text
+        assert saved.json()["effective"]["user_tokens"] == 200
+        answer = client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 10}, headers=staff)
+        assert answer.status_code == 200, answer.text
+        user = next(
+            q
+            for q in client.get("/v1/me/usage", headers=staff).json()["quotas"]
+            if q["scope"] == "user"
+        )
+        assert user["limit"] == 200
+        assert user["used"] == answer.json()["usage"]["total_tokens"]
+        refused = client.post(
+            "/v1/chat/completions", json={**CHAT, "max_tokens": 60}, headers=staff
+        )
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["quota_limit"] == 200
+        invalid = client.put(
+            "/v1/config",
+            json={"overrides": {"limits": {"user_tokens": 0}}, "note": "none"},
+            headers=admin,
+        )
+        assert invalid.status_code == 400
+        assert "limits.user_tokens" in invalid.json()["detail"]
