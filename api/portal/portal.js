@@ -284,7 +284,9 @@ function showSources(view, sources) {
 }
 
 function addTools(view, { regenerate, feedback = false }) {
-  view.tools.replaceChildren(
+  view.tools.replaceChildren();
+  // Nothing arrived (refused before the first token): nothing to copy.
+  if (view.text) view.tools.append(
     el(
       "button",
       {

@@ -172,6 +172,9 @@ def quota_scopes(
     return tuple(scopes)
 
 
+_ADJECTIVE: dict[QuotaPeriod, str] = {"hour": "hourly", "day": "daily", "month": "monthly"}
+
+
 def _duration(seconds: int) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes = math.ceil(rest / 60)
@@ -190,8 +193,8 @@ def quota_exceeded(
     whose = "your" if scope.kind == "user" else "your tenant's"
     remaining = max(0, scope.limit - used)
     detail = (
-        f"This request needs up to {tokens} tokens but {whose} {scope.period}ly token quota "
-        f"has {remaining} of {scope.limit} left. It resets at "
+        f"This request needs up to {tokens} tokens but {whose} {_ADJECTIVE[scope.period]} "
+        f"token quota has {remaining} of {scope.limit} left. It resets at "
         f"{resets_at:%Y-%m-%d %H:%M} UTC (in {_duration(retry_after)}); ask for fewer tokens "
         "(max_tokens) or wait until then."
     )

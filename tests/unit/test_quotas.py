@@ -17,6 +17,7 @@ from api.security import (
     period_bounds,
     quota_scopes,
 )
+from api.security.quotas import quota_exceeded
 from core.settings_security import LimitsSettings
 
 START = datetime(2026, 11, 27, 20, 30, tzinfo=UTC)
@@ -287,3 +288,11 @@ def test_limits_settings_validation() -> None:
     with pytest.raises(ValidationError, match="alarm_levels"):
         LimitsSettings(alarm_levels=[50, 150])
     assert LimitsSettings(alarm_levels=[100, 50]).alarm_levels == [50, 100]
+
+
+def test_the_refusal_names_the_period_in_plain_words() -> None:
+    now = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
+    for period, word in (("hour", "hourly"), ("day", "daily"), ("month", "monthly")):
+        scope = QuotaScope("user", "u_1", 10, period)
+        error = quota_exceeded([(scope, 10, now + timedelta(hours=1))], 5, now)
+        assert f"your {word} token quota has 0 of 10 left" in error.detail
