@@ -231,7 +231,9 @@ class ChatPipeline:
         run.system_text = self._render(run.plan, "system")
         parts = [self._render(run.plan, "system", documents) if documents else run.system_text]
         if run.plan.prompt.has("developer"):
-            parts.append(self._render(run.plan, "developer", documents))
+            developer = self._render(run.plan, "developer", documents)
+            if developer.strip():  # a part may render to nothing (e.g. English answers)
+                parts.append(developer)
         system = "\n\n".join([*parts, *client_system])
         return [ChatMessage("system", system), *(m for m in messages if m.role != "system")]
 

@@ -82,7 +82,17 @@ def test_every_repo_prompt_loads_and_renders_every_part(name: str) -> None:
     values = {"canary": CANARY, "today": "2025-05-01", "tenant": "acme", "documents": []}
     for part in PART_NAMES:
         if prompt.has(part):
-            assert prompt.render(part, values).strip()
+            # The developer part speaks only when the answer language is not English.
+            assert prompt.render(part, {**values, "language": "de"}).strip()
+
+
+def test_english_answers_see_the_system_part_alone_and_other_languages_are_named() -> None:
+    prompt = effective(load_repo_prompt(PROMPTS / "chat"))
+    values = {"canary": CANARY, "today": "2025-05-01", "tenant": "acme", "documents": []}
+    assert prompt.render("developer", {**values, "language": "en"}) == ""
+    assert prompt.render("developer", values) == ""  # language defaults to en
+    assert "Answer in French" in prompt.render("developer", {**values, "language": "fr"})
+    assert "Answer in German" in prompt.render("developer", {**values, "language": "de-CH"})
 
 
 def test_the_repo_has_the_chat_prompt_with_every_part() -> None:
