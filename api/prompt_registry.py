@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from sqlalchemy import and_, func, insert, select, update
 
-from core.db import Database, prompt_activations, prompt_versions
+from core.db import Database, as_utc, prompt_activations, prompt_versions
 from core.errors import Conflict, NotFound
 from core.prompts import (
     EffectivePrompt,
@@ -345,9 +345,22 @@ class PromptRegistry:
                     .order_by(prompt_versions.c.client, prompt_versions.c.number.desc())
                 )
             ).all()
-        await self.invalidate()
-        snapshot = await self._current()
-        active_ids = {v.id for v in snapshot.active.values()}
+            # What is active now, read here rather than by reloading the request snapshot.
+            latest = (
+                select(func.max(prompt_activations.c.id))
+                .where(prompt_activations.c.tenant == tenant, prompt_activations.c.name == name)
+                .group_by(prompt_activations.c.client)
+                .scalar_subquery()
+            )
+            active_ids = set(
+                (
+                    await connection.execute(
+                        select(prompt_activations.c.version_id).where(
+                            prompt_activations.c.id.in_(latest)
+                        )
+                    )
+                ).scalars()
+            )
         return [(_version(row), row.id in active_ids) for row in rows]
 
     async def active_version(self, name: str, tenant: str, client: str) -> str | None:
@@ -378,26 +391,33 @@ class PromptRegistry:
     async def rollback(
         self, name: str, tenant: str, client: str, *, actor: str
     ) -> tuple[str | None, str | None]:
-        """Go back to the version active before the current one (or to inheriting, if there
-        was none); returns (from, to) version ids."""
+        """Go back to the version active before the current one was activated (or to
+        inheriting, if there was none); returns (from, to) version ids. Rollbacks walk back
+        through the activations: two rollbacks after activating A then B land on inheriting,
+        not on B again."""
         async with self._db.engine.connect() as connection:
-            history = [
-                row.version_id
-                for row in (
-                    await connection.execute(
-                        select(prompt_activations.c.version_id)
-                        .where(_scope(prompt_activations, name, tenant, client))
-                        .order_by(prompt_activations.c.id.desc())
-                    )
-                ).all()
-            ]
-        if not history or history[0] is None:
+            rows = (
+                await connection.execute(
+                    select(prompt_activations.c.version_id, prompt_activations.c.action)
+                    .where(_scope(prompt_activations, name, tenant, client))
+                    .order_by(prompt_activations.c.id)
+                )
+            ).all()
+        # Replay the scope's history: an activation stacks a version, a rollback unstacks one.
+        stack: list[str | None] = []
+        for row in rows:
+            if row.action == "rollback":
+                if stack:
+                    stack.pop()
+            else:
+                stack.append(row.version_id)
+        if not stack or stack[-1] is None:
             raise Conflict(
                 f"Nothing to roll back: {scope_label(tenant, client)} has no active version of "
                 f"{name!r}; it uses the level above."
             )
-        current = history[0]
-        previous = next((v for v in history[1:] if v != current), None)
+        current = stack.pop()
+        previous = stack[-1] if stack else None
         await self._record_activation(
             name, tenant, client, version_id=previous, actor=actor, action="rollback"
         )
@@ -470,10 +490,6 @@ def _version(row: Any) -> PromptVersion:
         template=template,
         note=row.note,
         created_by=row.created_by,
-        created_at=_utc(row.created_at),
+        created_at=as_utc(row.created_at),
         last_check=row.last_check,
     )
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
