@@ -13,14 +13,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.engine import RowMapping
 
-from core.db import Database, eval_runs
+from core.db import Database, as_utc, eval_runs
 from core.errors import InvalidRequest
 
 __all__ = [
@@ -97,7 +97,7 @@ def new_run_id() -> str:
 
 
 def _order_key(run: EvalRun) -> tuple[datetime, str]:
-    return (_utc(run.started_at), run.id)
+    return (as_utc(run.started_at), run.id)
 
 
 def _step_between(previous: EvalRun, run: EvalRun, threshold: float) -> Step | None:
@@ -126,13 +126,8 @@ def find_steps(runs: Iterable[EvalRun], *, threshold: float = STEP_THRESHOLD) ->
     return steps
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands timestamps back without their zone; they were written in UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _iso(value: datetime) -> str:
-    return _utc(value).isoformat().replace("+00:00", "Z")
+    return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
 def run_document(run: EvalRun, step: Step | None) -> dict[str, Any]:
@@ -157,8 +152,8 @@ def _from_row(row: RowMapping) -> EvalRun:
         id=row["id"],
         dataset=row["dataset"],
         tenant=row["tenant"],
-        started_at=_utc(row["started_at"]),
-        finished_at=_utc(row["finished_at"]),
+        started_at=as_utc(row["started_at"]),
+        finished_at=as_utc(row["finished_at"]),
         prompt_version=row["prompt_version"],
         model=row["model"],
         config_version=row["config_version"],
@@ -186,8 +181,8 @@ class EvalStore:
                     id=run.id,
                     dataset=run.dataset,
                     tenant=run.tenant,
-                    started_at=_utc(run.started_at),
-                    finished_at=_utc(run.finished_at),
+                    started_at=as_utc(run.started_at),
+                    finished_at=as_utc(run.finished_at),
                     prompt_version=run.prompt_version,
                     model=run.model,
                     config_version=run.config_version,
@@ -216,7 +211,7 @@ class EvalStore:
         return [_from_row(row) for row in rows]
 
     async def _run_before(self, run: EvalRun) -> EvalRun | None:
-        started = _utc(run.started_at)
+        started = as_utc(run.started_at)
         query = (
             select(eval_runs)
             .where(

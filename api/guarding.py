@@ -16,13 +16,15 @@ from typing import Literal
 
 from api.resilience import retry_idempotent
 from api.services import GuardClient
+from core.errors import ServiceUnavailable
+from core.metrics import EnclaveMetrics
 from core.settings import GuardSettings
 from models.guard_types import GuardVerdict
 from models.llm.base import ChatMessage
 from models.pii.base import ScanResult
 from models.pii.placeholders import PlaceholderVault
 
-__all__ = ["Decision", "GuardOutcome", "GuardStage"]
+__all__ = ["Decision", "GuardOutcome", "GuardStage", "scrub_free_text"]
 
 Decision = Literal["answer", "answer_without_documents", "refuse", "escalate", "block"]
 
@@ -135,3 +137,18 @@ class GuardStage:
         if not confident:
             return "answer"
         return self._settings.intent_actions.get(verdict.intent, "answer")
+
+
+async def scrub_free_text(guard: GuardClient, text: str, metrics: EnclaveMetrics) -> str:
+    """``text`` (a feedback comment, an admin's note) with its personal data replaced by
+    placeholders, scanned by the PII deployment as chat messages are; 503 if it cannot be."""
+    try:
+        [scan] = await retry_idempotent(lambda: guard.scan([text]))
+    except Exception as exc:  # any failure of the scanner deployment: store nothing unscanned
+        msg = "The PII scanner is unavailable, so the text cannot be checked; retry shortly."
+        raise ServiceUnavailable(msg, retry_after=10) from exc
+    vault = PlaceholderVault()
+    scrubbed = vault.scrub(text, scan.pii)
+    for entity_type, count in vault.counts().items():
+        metrics.pii(entity_type, count)
+    return scrubbed

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.db import Database, conversations, messages
+from core.db import Database, as_utc, conversations, messages
 from core.errors import InvalidRequest, NotFound
 
 __all__ = ["ConversationStore", "LastTurn", "StoredMessage", "to_markdown"]
@@ -25,9 +25,7 @@ _TITLE_CHARS = 80
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    return None if value is None else as_utc(value)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from sqlalchemy import delete, insert, select
 
-from core.db import Database, conversations, messages, quality_events
+from core.db import Database, as_utc, conversations, messages, quality_events
 from core.errors import InvalidRequest
 
 __all__ = [
@@ -142,11 +142,6 @@ class QualitySummary:
 
 def _ratio(part: int, whole: int) -> float | None:
     return None if whole == 0 else round(part / whole, 4)
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; they were written in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _clip(value: Any, chars: int) -> str | None:
@@ -300,7 +295,7 @@ class QualityStore:
 
         for created_at, lineage in answers:
             version = _clip(lineage.get("prompt_version"), _VERSION_CHARS)
-            for row in touched(_utc(created_at).date(), version):
+            for row in touched(as_utc(created_at).date(), version):
                 row.answers += 1
                 row.fallbacks += int(lineage.get("fallback") is not None)
                 row.refusals += int(lineage.get("decision") in REFUSAL_DECISIONS)
@@ -308,7 +303,7 @@ class QualityStore:
         for created_at, kind, version in events:
             if kind not in SIGNAL_KINDS:
                 continue
-            for row in touched(_utc(created_at).date(), version):
+            for row in touched(as_utc(created_at).date(), version):
                 row.signals[kind] += 1
 
         versions = sorted(totals, key=_version_key) or [None]

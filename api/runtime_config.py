@@ -26,7 +26,7 @@ from sqlalchemy import JSON, DateTime, String, and_, func, insert, literal, sele
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.db import Database, config_activations, config_versions, prompt_versions
+from core.db import Database, as_utc, config_activations, config_versions, prompt_versions
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.runtime_config import (
     EffectiveRuntime,
@@ -61,10 +61,6 @@ class _Snapshot:
     """The newest activation id seen; -1: nothing could be read yet."""
     levels: dict[str, _Level]
     effective: dict[str, EffectiveRuntime] = field(default_factory=dict)
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _check_tenant(tenant: str) -> None:
@@ -200,7 +196,7 @@ class RuntimeConfigStore:
                 "document": row.document,
                 "note": row.note,
                 "created_by": row.created_by,
-                "created_at": _utc(row.created_at).isoformat(),
+                "created_at": as_utc(row.created_at).isoformat(),
                 "active": row.number == active,
             }
             for row in rows

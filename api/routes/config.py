@@ -12,12 +12,12 @@ import msgspec
 from litestar import Controller, get, post, put
 
 from api.audit_trail import AuditTrail
+from api.guarding import scrub_free_text
 from api.runtime_config import GLOBAL, RuntimeConfigStore
 from api.security import Forbidden, Principal
 from api.services import Services
-from core.errors import InvalidRequest, ServiceUnavailable
+from core.errors import InvalidRequest
 from core.runtime_config import validate_overrides
-from models.pii.placeholders import PlaceholderVault
 
 __all__ = ["ConfigActivate", "ConfigUpdate", "RuntimeConfigController"]
 
@@ -58,12 +58,7 @@ async def _scrubbed_note(services: Services, note: str) -> str:
         raise InvalidRequest(msg)
     if not note:
         return note
-    try:
-        [scan] = await services.guard.scan([note])
-    except Exception as exc:  # any failure of the scanner deployment
-        msg = "The PII scanner is unavailable, so the note cannot be checked; retry shortly."
-        raise ServiceUnavailable(msg, retry_after=10) from exc
-    return PlaceholderVault().scrub(note, scan.pii)
+    return await scrub_free_text(services.guard, note, services.metrics)
 
 
 class RuntimeConfigController(Controller):

@@ -14,13 +14,12 @@ from typing import Any, Final, Literal
 import msgspec
 from litestar import Controller, get, post
 
+from api.guarding import scrub_free_text
 from api.quality import MAX_DAYS, AnswerRef, QualityStore
-from api.resilience import retry_idempotent
 from api.security import Principal
 from api.services import Services
 from core.errors import InvalidRequest, NotFound
 from core.ids import is_valid_request_id
-from models.pii.placeholders import PlaceholderVault
 
 __all__ = ["FeedbackController", "FeedbackCreate", "SignalCreate"]
 
@@ -72,16 +71,6 @@ async def _own_answer(quality: QualityStore, principal: Principal, request_id: s
     return answer
 
 
-async def _scrubbed(services: Services, comment: str) -> str:
-    """``comment`` with its PII replaced by placeholders (the guard's scan, as in chat)."""
-    scans = await retry_idempotent(lambda: services.guard.scan([comment]))
-    vault = PlaceholderVault()
-    scrubbed = vault.scrub(comment, scans[0].pii)
-    for entity_type, n in vault.counts().items():
-        services.metrics.pii(entity_type, n)
-    return scrubbed
-
-
 class FeedbackController(Controller):
     """Quality signals on the caller's own answers, and the tenant's quality view."""
 
@@ -105,7 +94,7 @@ class FeedbackController(Controller):
             raise InvalidRequest(msg)
         answer = await _own_answer(quality, principal, request_id)
         if comment is not None:
-            comment = await _scrubbed(services, comment)
+            comment = await scrub_free_text(services.guard, comment, services.metrics)
         kind = "thumbs_up" if data.rating == "up" else "thumbs_down"
         event_id = await quality.record(
             tenant=principal.tenant,

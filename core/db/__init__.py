@@ -30,11 +30,13 @@ from core.db.quality_schema import (
     user_profiles,
 )
 from core.db.schema import api_keys, kb_chunks, kb_documents, knowledge_bases, metadata
+from core.db.times import as_utc
 
 __all__ = [
     "GENESIS_HASH",
     "Database",
     "api_keys",
+    "as_utc",
     "audit_chain_head",
     "audit_log",
     "canary_runs",

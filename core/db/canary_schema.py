@@ -12,7 +12,7 @@ Only the newest :data:`KEEP_RUNS` rows are kept.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db.schema import metadata
+from core.db.times import as_utc
 
 __all__ = [
     "KEEP_RUNS",
@@ -70,11 +71,6 @@ class CanaryRunRow:
     duration_s: float
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every time written here is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 async def record_canary_run(  # noqa: PLR0917 - one value per column
     connection: AsyncConnection,
     started_at: datetime,
@@ -89,8 +85,8 @@ async def record_canary_run(  # noqa: PLR0917 - one value per column
     """Add one run and drop all but the newest ``keep``; return the new row's id."""
     result = await connection.execute(
         insert(canary_runs).values(
-            started_at=_utc(started_at),
-            finished_at=_utc(finished_at),
+            started_at=as_utc(started_at),
+            finished_at=as_utc(finished_at),
             ok=ok,
             failed_step=failed_step,
             duration_s=max(0.0, duration_s),
@@ -128,7 +124,7 @@ async def read_canary_runs(
     ).all()
     return [
         CanaryRunRow(
-            id=row.id, finished_at=_utc(row.finished_at), ok=row.ok, duration_s=row.duration_s
+            id=row.id, finished_at=as_utc(row.finished_at), ok=row.ok, duration_s=row.duration_s
         )
         for row in reversed(rows)
     ]
@@ -142,4 +138,4 @@ async def latest_canary_success(connection: AsyncConnection) -> datetime | None:
         .order_by(desc(canary_runs.c.id))
         .limit(1)
     )
-    return None if found is None else _utc(found)
+    return None if found is None else as_utc(found)

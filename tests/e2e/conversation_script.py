@@ -33,7 +33,6 @@ __all__ = [
     "check_history",
     "check_memory",
     "check_turn",
-    "issue_key",
     "placeholders",
     "read_conversation",
 ]
@@ -328,18 +327,6 @@ def read_conversation(base_url: str, api_key: str, conversation_id: str) -> dict
     assert response.status_code == 200, response.text
     found: dict[str, Any] = response.json()
     return found
-
-
-def issue_key(base_url: str, admin_key: str, tenant: str, role: str) -> str:
-    """A new API key (a new user) with one role in ``tenant``, issued by the platform admin."""
-    response = httpx.post(
-        f"{base_url}/v1/admin/api-keys",
-        json={"name": f"user simulation {role}", "tenant": tenant, "roles": [role]},
-        headers={"Authorization": f"Bearer {admin_key}"},
-        timeout=30,
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["api_key"])
 
 
 def placeholders(text: str, entity_type: str) -> list[str]:

@@ -166,3 +166,15 @@ def replica_processes(stack: RunningStack, deployment: str) -> list[psutil.Proce
         if marker in cmdline and "ray::" in cmdline:
             found.append(process)
     return found
+
+
+def issue_key(base_url: str, admin_key: str, tenant: str, role: str) -> str:
+    """A new API key (a new user) with one role in ``tenant``, issued by the platform admin."""
+    response = httpx.post(
+        f"{base_url}/v1/admin/api-keys",
+        json={"name": f"e2e {role}", "tenant": tenant, "roles": [role]},
+        headers={"Authorization": f"Bearer {admin_key}"},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["api_key"])

@@ -28,11 +28,10 @@ from tests.e2e.conversation_script import (
     check_history,
     check_memory,
     check_turn,
-    issue_key,
     placeholders,
     read_conversation,
 )
-from tests.e2e.stack import RunningStack
+from tests.e2e.stack import RunningStack, issue_key
 
 pytestmark = pytest.mark.e2e
 

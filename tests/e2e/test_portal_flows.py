@@ -19,7 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e.stack import RunningStack, replica_processes
+from tests.e2e.stack import RunningStack, issue_key, replica_processes
 from tests.e2e.test_portal import (  # noqa: F401 - `browser` is a fixture used by name
     ANSWER_TIMEOUT_MS,
     AXE,
@@ -333,8 +333,8 @@ def test_over_quota_says_when_the_quota_resets(
     # 100 tokens per user and day (runtime configuration), smaller than one request needs.
     page, watch = portal
     tenant = "e2e-portal-quota"
-    admin = _key(stack, tenant, "tenant_admin")
-    staff = _key(stack, tenant, "staff")
+    admin = issue_key(stack.base_url, stack.admin_key, tenant, "tenant_admin")
+    staff = issue_key(stack.base_url, stack.admin_key, tenant, "staff")
     saved = httpx.put(
         f"{stack.base_url}/v1/config",
         json={"overrides": {"limits": {"user_tokens": 100}}, "note": "pilot budget"},
@@ -357,17 +357,6 @@ def test_over_quota_says_when_the_quota_resets(
     expect(page.locator("#error-request-id")).to_have_text(problem["request_id"])
     shot(page, "portal-over-quota.png")
     assert [e for e in watch.errors if PROVOKED not in e] == []
-
-
-def _key(stack: RunningStack, tenant: str, role: str) -> str:
-    created = httpx.post(
-        f"{stack.base_url}/v1/admin/api-keys",
-        json={"name": f"portal {role}", "tenant": tenant, "roles": [role]},
-        headers={"Authorization": f"Bearer {stack.admin_key}"},
-        timeout=60,
-    )
-    assert created.status_code == 201, created.text
-    return str(created.json()["api_key"])
 
 
 def test_a_frozen_primary_is_answered_by_the_fallback_and_says_so(
