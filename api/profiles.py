@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
+from api.validation import ANSWER_LANGUAGES, answer_language
 from core.db import Database, user_profiles
 from core.errors import InvalidRequest
 
@@ -29,9 +30,8 @@ __all__ = [
 
 MAX_DISPLAY_NAME = 100
 DEFAULT_LANGUAGE = "en"
-# Languages the prompt can ask the models for (BCP 47 primary tags). Kept short on purpose:
-# a tag here is a promise that answers in it are usable.
-SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "it", "nl", "pt")
+# The languages a chat may ask answers in (api.validation): the profile offers the same.
+SUPPORTED_LANGUAGES: tuple[str, ...] = ANSWER_LANGUAGES
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,7 @@ def checked_profile(
         )
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         problems.append("display_name must not contain control characters (line breaks, tabs).")
-    tag = _canonical_language(language)
+    tag = answer_language(language)
     if tag is None:
         problems.append(
             f"language {language!r} is not supported; use one of: "
@@ -94,23 +94,6 @@ def checked_profile(
     if problems or tag is None:
         raise InvalidRequest(" ".join(problems), extra={"problems": problems})
     return Profile(name, tag, base)
-
-
-def _canonical_language(value: str) -> str | None:
-    """``de``, ``de-CH`` or ``DE_ch`` → ``de`` / ``de-CH``; None if the language is not ours."""
-    parts = value.strip().replace("_", "-").split("-")
-    primary = parts[0].lower()
-    if primary not in SUPPORTED_LANGUAGES or len(parts) > 2:
-        return None
-    if len(parts) == 1:
-        return primary
-    region = parts[1]
-    # A region subtag: two letters (CH) or three digits (419, Latin America).
-    if (len(region) == 2 and region.isascii() and region.isalpha()) or (
-        len(region) == 3 and region.isdigit()
-    ):
-        return f"{primary}-{region.upper()}"
-    return None
 
 
 class ProfileStore:

@@ -11,7 +11,7 @@ from core.errors import InvalidRequest
 from core.settings import ApiSettings
 from models.llm.base import ChatMessage, SamplingOptions
 
-__all__ = ["ANSWER_LANGUAGES", "ValidatedChat", "validate_chat_request"]
+__all__ = ["ANSWER_LANGUAGES", "ValidatedChat", "answer_language", "validate_chat_request"]
 
 _ROLE_ALIASES = {
     "system": "system",
@@ -25,16 +25,26 @@ _ALLOWED_CONTROLS = {"\t", "\n", "\r"}
 _KB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _CONVERSATION_ID = re.compile(r"^conv_[0-9a-f]{24}$")
 _CLIENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-# Languages the prompt can ask the model to answer in (what the portal's profile offers).
-ANSWER_LANGUAGES: dict[str, str] = {
-    "en": "English",
-    "de": "German",
-    "fr": "French",
-    "es": "Spanish",
-    "it": "Italian",
-    "nl": "Dutch",
-    "pt": "Portuguese",
-}
+# Languages a chat may ask answers in (BCP 47 primary tags; the portal's profile offers the
+# same). Kept short on purpose: a tag here is a promise that answers in it are usable.
+ANSWER_LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "it", "nl", "pt")
+
+
+def answer_language(value: str) -> str | None:
+    """``de``, ``de-CH`` or ``DE_ch`` → ``de`` / ``de-CH``; None if the language is not ours."""
+    parts = value.strip().replace("_", "-").split("-")
+    primary = parts[0].lower()
+    if primary not in ANSWER_LANGUAGES or len(parts) > 2:
+        return None
+    if len(parts) == 1:
+        return primary
+    region = parts[1]
+    # A region subtag: two letters (CH) or three digits (419, Latin America).
+    if (len(region) == 2 and region.isascii() and region.isalpha()) or (
+        len(region) == 3 and region.isdigit()
+    ):
+        return f"{primary}-{region.upper()}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +167,12 @@ def validate_chat_request(
         )
     if body.client is not None and not _CLIENT.match(body.client):
         problems.append("client: use 1-64 lower-case letters, digits, '-' or '_' (e.g. portal)")
-    if body.language is not None and body.language not in ANSWER_LANGUAGES:
+    language = None if body.language is None else answer_language(body.language)
+    if body.language is not None and language is None:
         problems.append(
-            f"language: {body.language!r} is not offered; use one of "
-            + ", ".join(sorted(ANSWER_LANGUAGES))
+            f"language: {body.language[:40]!r} is not offered; use one of "
+            + ", ".join(ANSWER_LANGUAGES)
+            + " (a region is fine, e.g. de-CH)"
         )
     if body.stream_options is not None and not body.stream:
         problems.append("stream_options: only allowed when stream is true")
@@ -183,5 +195,5 @@ def validate_chat_request(
         knowledge_base=body.knowledge_base,
         conversation_id=body.conversation_id,
         client=body.client,
-        language=body.language,
+        language=language,
     )

@@ -276,3 +276,22 @@ def test_mid_stream_fallback_is_announced_and_the_answer_completes(
     assert "Fallback answer" in text
     lineage = chunks[-1]["enclave"]
     assert lineage["fallback_when"] == "mid_stream"
+
+
+def test_the_answer_language_reaches_the_prompt_with_or_without_a_region(
+    client: TestClient, primary: ScriptedLLM
+) -> None:
+    # A profile may hold a regional tag (de-CH): the chat request that carries it is valid.
+    for tag, recorded in (("de-CH", "de-CH"), ("DE", "de")):
+        response = client.post("/v1/chat/completions", json=body(language=tag))
+        assert response.status_code == 200, response.text
+        assert "Answer in German" in primary.requests[-1].messages[0].content
+        assert response.json()["enclave"]["language"] == recorded
+    client.post("/v1/chat/completions", json=body())
+    assert "Answer in" not in primary.requests[-1].messages[0].content
+    assert_problem(
+        client.post("/v1/chat/completions", json=body(language="tlh")),
+        400,
+        "language",
+        "de-CH",
+    )
