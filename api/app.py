@@ -12,10 +12,10 @@ from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from api.access import Gatekeeper, principal_of, rate_limit_headers
 from api.audit_trail import AuditTrail
+from api.chat import ChatPipeline, ChatService
 from api.errors import exception_handlers
 from api.lifecycle import RetentionJob
 from api.openapi_docs import document_problem_responses
-from api.pipeline import ChatPipeline
 from api.prompt_checks import SuiteRunner
 from api.prompt_registry import PromptRegistry, repo_layers
 from api.quality import QualityStore
@@ -77,6 +77,7 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
         prompts, runtime_config, services.config_version, prompt_name=prompt_settings.chat_prompt
     )
     pipeline = ChatPipeline(services)
+    quality = QualityStore(services.database)
     suite_runner = SuiteRunner(
         pipeline, planner, load_suites(prompt_settings.directory / "suites"), settings.api
     )
@@ -132,7 +133,10 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
             "prompts": _const(prompts),
             "runtime_config": _const(runtime_config),
             "suite_runner": _const(suite_runner),
-            "quality": _const(QualityStore(services.database)),
+            "quality": _const(quality),
+            "chat_service": _const(
+                ChatService(pipeline=pipeline, planner=planner, services=services, quality=quality)
+            ),
             "api_settings": _const(settings.api),
             "config_version": _const(services.config_version),
             "started_at": _const(started_at),

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from api.chat.pipeline import ChatRun
 from api.history import StoredMessage
-from api.pipeline import ChatRun
 from api.security import Principal
 from api.services import Services
 from api.validation import ValidatedChat

@@ -16,8 +16,8 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.chat.pipeline import ChatPipeline
 from api.openai_types import ChatCompletionRequest, RequestMessage
-from api.pipeline import ChatPipeline
 from api.request_plan import Planner
 from api.validation import validate_chat_request
 from core.errors import ClientError
@@ -146,7 +146,8 @@ class SuiteRunner:
             parts: list[str] = []
             async with aclosing(self._pipeline.stream(chat, run)) as deltas:
                 async for delta in deltas:
-                    parts.append(delta.text)
-                    last = delta
+                    if isinstance(delta, GenerationDelta):  # not a fallback notice
+                        parts.append(delta.text)
+                        last = delta
             answer = "".join(parts)
         return check_case(case, answer, run.lineage(), last.completion_tokens)

@@ -22,6 +22,7 @@ from pathlib import Path
 __all__ = [
     "ServerError",
     "ServerSpec",
+    "Started",
     "ensure_port_free",
     "free_port",
     "running",
@@ -130,9 +131,17 @@ def _stop(spec: ServerSpec, process: subprocess.Popen[bytes]) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A server that answers: the seconds it took to be ready, and its process id."""
+
+    ready_s: float
+    pid: int
+
+
 @contextmanager
-def running(spec: ServerSpec) -> Iterator[float]:
-    """Run the server for the duration of the block; yields the seconds it took to be ready."""
+def running(spec: ServerSpec) -> Iterator[Started]:
+    """Run the server for the duration of the block; yields how long it took and its pid."""
     # Another server on the port would answer the readiness probe and be measured instead.
     ensure_port_free(spec.host, spec.port)
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +156,7 @@ def running(spec: ServerSpec) -> Iterator[float]:
             start_new_session=True,
         )
         try:
-            yield _wait_ready(spec, process)
+            yield Started(_wait_ready(spec, process), process.pid)
             if process.poll() is not None:
                 msg = f"{spec.name} exited during the benchmark (code {process.returncode})."
                 raise ServerError(msg)

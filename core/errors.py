@@ -14,6 +14,7 @@ The tree::
     │   └── UnsupportedMediaType      415  the body is not in a format the route reads
     ├── ServiceUnavailable            503  a dependency is down or overloaded (Retry-After)
     │   └── GenerationFailed          503  both the primary and the fallback engine failed
+    │       └── GenerationInterrupted 503  an answer broke off mid-stream
     ├── ConfigurationError            -    settings are invalid (stops start-up)
     └── ModelStoreError               -    a model is missing or corrupt (stops start-up)
 
@@ -31,6 +32,7 @@ __all__ = [
     "ContextTooLong",
     "EnclaveError",
     "GenerationFailed",
+    "GenerationInterrupted",
     "InvalidRequest",
     "ModelStoreError",
     "NotFound",
@@ -163,6 +165,13 @@ class GenerationFailed(ServiceUnavailable):
 
     title = "Generation failed"
     type_slug = "generation-failed"
+
+
+class GenerationInterrupted(GenerationFailed):
+    """An answer that had begun broke off for a reason that is not one of our errors."""
+
+    title = "Generation interrupted"
+    type_slug = "generation-interrupted"
 
 
 class ConfigurationError(EnclaveError):

@@ -183,6 +183,15 @@ class LLMModelSettings(_Section):
     torch_threads: int = Field(
         default=2, ge=1, description="transformers engine: intra-op threads for torch."
     )
+    stream_interval_ms: float = Field(
+        default=100.0,
+        ge=0,
+        le=1000,
+        description="The replica sends the first delta of an answer at once and merges later "
+        "ones that arrive within this many milliseconds into one (each delta is a Ray object "
+        "and an SSE frame; per token they cost most of the stack's CPU at high concurrency). "
+        "0: one delta per engine step.",
+    )
     resources: DeploymentResources = Field(
         default_factory=DeploymentResources, description="Ray Serve resources."
     )

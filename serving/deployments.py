@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from ray import serve
@@ -18,7 +19,7 @@ from core.tracing import configure_tracing, extracted, span
 from index.base import RetrievalResult
 from index.service import KnowledgeBaseService
 from models.guard_types import GuardVerdict
-from models.llm import EngineInfo, GenerationDelta, GenerationRequest, build_engine
+from models.llm import EngineInfo, GenerationDelta, GenerationRequest, build_engine, coalesce
 from models.pii.base import ScanResult
 from models.store import ModelStore
 
@@ -36,6 +37,7 @@ class LLMServer:
         store = ModelStore(settings.paths.model_store)
         entry = store.verify([model.store_name])[model.store_name]
         self._engine = build_engine(model, entry.folder(store.root), settings.paths.cache_dir)
+        self._stream_interval_s = model.stream_interval_ms / 1000
         await self._engine.start()
         _log.info("engine ready", extra={"engine": model.engine, "model": model.served_name})
 
@@ -51,9 +53,12 @@ class LLMServer:
         }
         with extracted(trace_context), span("llm.generate", attributes) as current:
             produced = 0
-            async for delta in self._engine.generate(request):
-                produced = delta.completion_tokens
-                yield delta
+            # aclosing: when the caller goes away the engine's request is aborted now.
+            deltas = coalesce(self._engine.generate(request), self._stream_interval_s)
+            async with aclosing(deltas):
+                async for delta in deltas:
+                    produced = delta.completion_tokens
+                    yield delta
             current.set_attribute("gen_ai.usage.output_tokens", produced)
 
     def info(self) -> EngineInfo:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from litestar import get
 
+from api.chat.pipeline import ChatPipeline
 from api.openai_types import ModelCard, ModelList
-from api.pipeline import ChatPipeline
 
 __all__ = ["list_models"]
 

@@ -8,6 +8,7 @@ variables). Layers (global → tenant → client) are merged by ``resolve`` into
 
 from __future__ import annotations
 
+from core.prompts.assembly import system_message
 from core.prompts.errors import PromptInvalid, PromptRenderError
 from core.prompts.repo import load_repo_prompt, repo_prompt_names
 from core.prompts.resolution import EffectivePrompt, PromptLayer, diff, global_layer, resolve
@@ -52,4 +53,5 @@ __all__ = [
     "load_suites",
     "repo_prompt_names",
     "resolve",
+    "system_message",
 ]

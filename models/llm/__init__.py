@@ -14,6 +14,7 @@ from models.llm.base import (
     LLMEngine,
     SamplingOptions,
 )
+from models.llm.coalescing import coalesce
 
 __all__ = [
     "ChatMessage",
@@ -24,6 +25,7 @@ __all__ = [
     "LLMEngine",
     "SamplingOptions",
     "build_engine",
+    "coalesce",
 ]
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from core.settings import LLMModelSettings
 from models.llm.base import (
     ChatMessage,
     EngineInfo,
@@ -16,7 +17,56 @@ from models.llm.base import (
 )
 from models.llm.chat_template import prompt_token_ids
 
-__all__ = ["VLLMEngine"]
+__all__ = ["VLLMEngine", "engine_options", "server_arguments"]
+
+
+def engine_options(
+    model_dir: Path,
+    *,
+    served_name: str,
+    max_model_len: int,
+    dtype: str,
+    enforce_eager: bool,
+    max_num_seqs: int,
+    gpu_memory_utilization: float,
+) -> dict[str, Any]:
+    """vLLM's engine arguments for a model: one source for Enclave's engine and for the raw
+    server the serving benchmark compares it with (engine against engine)."""
+    return {
+        "model": str(model_dir),
+        "served_model_name": [served_name],
+        "max_model_len": max_model_len,
+        "dtype": dtype,
+        "enforce_eager": enforce_eager,
+        "max_num_seqs": max_num_seqs,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "disable_log_stats": True,
+    }
+
+
+def server_arguments(settings: LLMModelSettings, model_dir: Path) -> list[str]:
+    """The same engine options as command-line flags of vLLM's OpenAI server."""
+    options = engine_options(
+        model_dir,
+        served_name=settings.served_name,
+        max_model_len=settings.max_model_len,
+        dtype=settings.dtype,
+        enforce_eager=settings.enforce_eager,
+        max_num_seqs=settings.max_num_seqs,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+    )
+    argv: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is False:
+            continue
+        elif isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 class VLLMEngine:
@@ -60,14 +110,15 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = AsyncEngineArgs(
-            model=str(self._model_dir),
-            served_model_name=[self._served_name],
-            max_model_len=self._max_model_len,
-            dtype=cast(Any, self._dtype),
-            enforce_eager=self._enforce_eager,
-            max_num_seqs=self._max_num_seqs,
-            gpu_memory_utilization=self._gpu_memory_utilization,
-            disable_log_stats=True,
+            **engine_options(
+                self._model_dir,
+                served_name=self._served_name,
+                max_model_len=self._max_model_len,
+                dtype=self._dtype,
+                enforce_eager=self._enforce_eager,
+                max_num_seqs=self._max_num_seqs,
+                gpu_memory_utilization=self._gpu_memory_utilization,
+            )
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = AutoTokenizer.from_pretrained(str(self._model_dir))

@@ -12,8 +12,8 @@ import msgspec
 import pytest
 from litestar.testing import TestClient
 
+from api.chat import ChatPipeline, ChatRun, Notice
 from api.openai_types import ChatCompletionRequest
-from api.pipeline import ChatPipeline, ChatRun
 from api.resilience import (
     CircuitBreaker,
     CircuitState,
@@ -66,9 +66,10 @@ def pipeline(
 
 
 async def answer(
-    pipeline: ChatPipeline, settings: Settings
+    pipeline: ChatPipeline, settings: Settings, notices: list[dict[str, object]] | None = None
 ) -> tuple[str, GenerationDelta, ChatRun]:
-    """Run one chat through the pipeline as the route does; the text the user would see."""
+    """Run one chat through the pipeline as the service does; the text the user would see
+    (and, into ``notices``, what the client is told mid-answer)."""
     body = msgspec.convert(
         {"model": "test-model", "messages": [{"role": "user", "content": "How do I log in?"}]},
         ChatCompletionRequest,
@@ -78,6 +79,10 @@ async def answer(
     parts: list[str] = []
     last = GenerationDelta(text="")
     async for delta in pipeline.stream(chat, run):
+        if isinstance(delta, Notice):
+            if notices is not None:
+                notices.append(delta.payload)
+            continue
         parts.append(delta.text)
         last = delta
     return "".join(parts), last, run
@@ -234,7 +239,8 @@ async def test_primary_dying_mid_stream_is_continued_by_the_fallback(
     pipeline: ChatPipeline, settings: Settings, primary: ScriptedLLM, fallback: ScriptedLLM
 ) -> None:
     primary.fail_after = 2
-    text, last, run = await answer(pipeline, settings)
+    notices: list[dict[str, object]] = []
+    text, last, run = await answer(pipeline, settings, notices)
     assert text == "Hello from Fallback answer here"
     continued = fallback.requests[-1]
     assert continued.continue_from == "Hello from"
@@ -245,7 +251,7 @@ async def test_primary_dying_mid_stream_is_continued_by_the_fallback(
     assert last.completion_tokens == 2 + 3
     assert last.prompt_tokens == len(primary.requests[-1].prompt_token_ids or ())
     assert run.engine == "scripted-fallback"
-    assert run.events == [{"event": "fallback", "reason": "RuntimeError", "when": "mid_stream"}]
+    assert notices == [{"event": "fallback", "reason": "RuntimeError", "when": "mid_stream"}]
     lineage = run.lineage()
     assert (lineage["fallback"], lineage["fallback_when"]) == ("RuntimeError", "mid_stream")
 

@@ -1,4 +1,5 @@
-"""Composes one chat request: guards, prompt assembly, context fit, generation, reply filter."""
+"""The chat stages of one request: guards, retrieval, prompt assembly and context fit,
+generation with fallback, the reply filter."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from api.chat.events import Notice
 from api.context import ContextFit, fit_context
 from api.grounding import Grounding, RetrievalLimits, RetrievalStage
 from api.guarding import GuardOutcome, GuardStage
@@ -19,6 +21,7 @@ from api.resilience import CircuitBreaker, with_deadlines
 from api.services import LLMClient, Services
 from api.validation import ValidatedChat
 from core.errors import ContextTooLong, GenerationFailed, ServiceUnavailable, UnknownModel
+from core.prompts import system_message
 from core.tracing import current_trace_id, span
 from models.llm.base import ChatMessage, GenerationDelta, GenerationRequest
 
@@ -49,9 +52,6 @@ class ChatRun:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # The system prompt as rendered for this request (the reply filter looks for leaks of it).
     system_text: str = ""
-    # Events for the client while the answer streams (e.g. a switch to the fallback); the
-    # route drains them into choice-less SSE chunks.
-    events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def decision(self) -> str:
@@ -225,22 +225,19 @@ class ChatPipeline:
         # One system message: the prompt's system part, its developer part with the documents
         # (when there are any), then whatever system text the client sent.
         client_system = [m.content for m in messages if m.role == "system"]
-        documents = _documents(grounding)
         # The reply filter looks for leaks of our instructions, not of the documents (an
         # answer may quote a passage).
         run.system_text = self._render(run.plan, "system")
-        parts = [self._render(run.plan, "system", documents) if documents else run.system_text]
-        if run.plan.prompt.has("developer"):
-            developer = self._render(run.plan, "developer", documents)
-            if developer.strip():  # a part may render to nothing (e.g. English answers)
-                parts.append(developer)
-        system = "\n\n".join([*parts, *client_system])
+        values = run.plan.prompt_values(_documents(grounding))
+        values["canary"] = self._services.canary_token
+        system = system_message(run.plan.prompt, values, client_system)
         return [ChatMessage("system", system), *(m for m in messages if m.role != "system")]
 
     async def stream(
         self, chat: ValidatedChat, run: ChatRun
-    ) -> AsyncGenerator[GenerationDelta, None]:
-        """The user-facing answer: generated (with fallback), filtered, placeholders restored."""
+    ) -> AsyncGenerator[GenerationDelta | Notice, None]:
+        """The user-facing answer: generated (with fallback), filtered, placeholders restored;
+        a ``Notice`` when the answer moves to the fallback engine."""
         assert run.fit is not None
         run.reply_filter = ReplyFilter(
             vault=run.guard.vault,
@@ -254,6 +251,9 @@ class ChatPipeline:
         last = GenerationDelta(text="")
         async with aclosing(self._generate(chat, run)) as generated:
             async for delta in generated:
+                if isinstance(delta, Notice):
+                    yield delta
+                    continue
                 last = delta
                 text = reply.feed(delta.text).text if delta.text else ""
                 if delta.finish_reason is not None and not reply.leaked:
@@ -277,7 +277,7 @@ class ChatPipeline:
 
     async def _generate(
         self, chat: ValidatedChat, run: ChatRun
-    ) -> AsyncGenerator[GenerationDelta, None]:
+    ) -> AsyncGenerator[GenerationDelta | Notice, None]:
         """Generate on the primary; move to the fallback when the primary fails, misses a
         deadline or its breaker is open: before the first token with the same request,
         mid-stream with the text so far, which the fallback continues."""
@@ -329,8 +329,8 @@ class ChatPipeline:
                     self.breaker.record_failure()
         rescue = self._fall_back(request, run, so_far, primary_error)
         async with aclosing(rescue):
-            async for delta in rescue:
-                yield delta
+            async for item in rescue:
+                yield item
 
     async def _fall_back(
         self,
@@ -338,7 +338,7 @@ class ChatPipeline:
         run: ChatRun,
         so_far: _Progress,
         primary_error: Exception | None,
-    ) -> AsyncGenerator[GenerationDelta, None]:
+    ) -> AsyncGenerator[GenerationDelta | Notice, None]:
         """The fallback's answer, or its continuation of what the primary streamed."""
         reason = "circuit_open" if primary_error is None else type(primary_error).__name__
         mid_stream = so_far.deltas > 0
@@ -361,7 +361,7 @@ class ChatPipeline:
             "mid_stream" if mid_stream else "before_first_token"
         )
         run.fallback_used, run.fallback_reason, run.fallback_when = True, reason, when
-        run.events.append({"event": "fallback", "reason": reason, "when": when})
+        yield Notice({"event": "fallback", "reason": reason, "when": when})
         _log.warning(
             "answer moves to the fallback engine",
             extra={
@@ -433,12 +433,16 @@ class ChatPipeline:
         deltas = with_deadlines(
             client.generate(request), first_s=llm.first_token_timeout_s, gap_s=llm.stall_timeout_s
         )
+        asked = time.perf_counter()
         try:
             async for delta in deltas:
                 if not progress.deltas:
                     run.engine = client.info().engine
                     if run.first_token_s is None:
-                        run.first_token_s = time.perf_counter() - run.started
+                        now = time.perf_counter()
+                        run.first_token_s = now - run.started
+                        # From asking the engine (through its handle) to its first delta here.
+                        run.timings_ms["engine_first_token_ms"] = round((now - asked) * 1000, 2)
                 progress.note(delta)
                 yield delta
         finally:
