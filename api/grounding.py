@@ -18,6 +18,7 @@ from api.resilience import retry_idempotent
 from core.errors import ClientError
 from core.settings import RetrievalSettings
 from index.base import KnowledgeService, Source
+from models.guard_types import GuardVerdict
 from models.llm.base import ChatMessage
 
 __all__ = ["Grounding", "RetrievalLimits", "RetrievalStage"]
@@ -93,9 +94,12 @@ class RetrievalStage:
         requested: str | None,
         query: str,
         limits: RetrievalLimits | None = None,
+        verdict: GuardVerdict | None = None,
     ) -> Grounding:
         """Retrieve for ``query`` from the named (or the default) knowledge base, within
-        ``limits`` (the tenant's runtime configuration; the settings' when not given)."""
+        ``limits`` (the tenant's runtime configuration; the settings' when not given).
+        ``verdict``: the guard's verdict on this very text, whose embedding the retriever
+        reuses (one encoder pass per question instead of two)."""
         settings = self._settings
         limits = limits or RetrievalLimits(
             settings.enabled, settings.top_k, settings.min_score, settings.max_context_tokens
@@ -109,7 +113,13 @@ class RetrievalStage:
             result = await asyncio.wait_for(
                 retry_idempotent(
                     lambda: knowledge.retrieve(
-                        tenant, name, query, k=limits.top_k, min_score=limits.min_score
+                        tenant,
+                        name,
+                        query,
+                        k=limits.top_k,
+                        min_score=limits.min_score,
+                        embedding=verdict.embedding if verdict else b"",
+                        embedding_model=verdict.embedding_model if verdict else "",
                     )
                 ),
                 timeout=settings.timeout_s,

@@ -93,7 +93,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="requests per level = ceil(scale * max(8, 2 * streams))",
     )
     parser.add_argument("--warmups", type=int, default=2, help="warm-up requests per level")
-    parser.add_argument("--seed", type=int, default=0, help="question order")
+    parser.add_argument("--seed", type=int, default=0, help="question sample and order")
+    parser.add_argument(
+        "--questions", type=int, default=96, help="staff questions sampled (with the seed)"
+    )
     parser.add_argument(
         "--only", choices=("raw", "enclave", "both"), default="both", help="targets to run"
     )
@@ -319,7 +322,8 @@ def _run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     logs = args.results_dir / "raw"
-    questions = list(dict.fromkeys(staff_questions()))
+    every = list(dict.fromkeys(staff_questions()))
+    questions = random.Random(args.seed).sample(every, k=min(args.questions, len(every)))
     served = settings.llm.primary.served_name
     results: dict[str, dict[tuple[int, int], SideLevel]] = {RAW: {}, ENCLAVE: {}}
     flames: list[str] = []

@@ -256,9 +256,18 @@ class KnowledgeService(Protocol):
         ...
 
     async def retrieve(
-        self, tenant: str, name: str, query: str, *, k: int, min_score: float
+        self,
+        tenant: str,
+        name: str,
+        query: str,
+        *,
+        k: int,
+        min_score: float,
+        embedding: bytes = b"",
+        embedding_model: str = "",
     ) -> RetrievalResult:
-        """The best ``k`` chunks scoring at least ``min_score``."""
+        """The best ``k`` chunks scoring at least ``min_score`` (``embedding``: the query's,
+        made by ``embedding_model``, reused when it is the knowledge base's encoder)."""
         ...
 
     async def passage(self, tenant: str, name: str, chunk_id: str) -> Passage:

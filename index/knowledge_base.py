@@ -143,12 +143,21 @@ class KnowledgeBase:
         snapshot = self._snapshot
         return [snapshot.documents[doc_id] for doc_id in sorted(snapshot.documents)]
 
-    def query(self, query: str, k: int = 5, min_score: float = 0.0) -> SearchResult:
-        """The best ``k`` chunks scoring at least ``min_score`` and the version searched."""
-        return self.query_batch([query], k, min_score)[0]
+    def query(
+        self, query: str, k: int = 5, min_score: float = 0.0, *, vector: Vectors | None = None
+    ) -> SearchResult:
+        """The best ``k`` chunks scoring at least ``min_score`` and the version searched;
+        ``vector``: the query's embedding, already made by this knowledge base's encoder."""
+        vectors = None if vector is None else vector.reshape(1, -1)
+        return self.query_batch([query], k, min_score, vectors=vectors)[0]
 
     def query_batch(
-        self, queries: Sequence[str], k: int = 5, min_score: float = 0.0
+        self,
+        queries: Sequence[str],
+        k: int = 5,
+        min_score: float = 0.0,
+        *,
+        vectors: Vectors | None = None,
     ) -> list[SearchResult]:
         """:meth:`query` for several queries at once (one encoder call), all on one version."""
         texts = [" ".join(query.split()) for query in queries]
@@ -161,7 +170,8 @@ class KnowledgeBase:
         snapshot = self._snapshot  # one read: everything below uses this version only
         if snapshot.vectors is None or not texts:
             return [SearchResult(snapshot.version, ()) for _ in texts]
-        scores, ids = snapshot.vectors.search(self._encode(texts), min(k, len(snapshot.chunks)))
+        embedded = self._encode(texts) if vectors is None else vectors
+        scores, ids = snapshot.vectors.search(embedded, min(k, len(snapshot.chunks)))
         results: list[SearchResult] = []
         for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
             hits: list[Hit] = []

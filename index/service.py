@@ -353,14 +353,27 @@ class KnowledgeBaseService:
 
     # Retrieval --------------------------------------------------------------------------
     async def retrieve(
-        self, tenant: str, name: str, query: str, *, k: int, min_score: float
+        self,
+        tenant: str,
+        name: str,
+        query: str,
+        *,
+        k: int,
+        min_score: float,
+        embedding: bytes = b"",
+        embedding_model: str = "",
     ) -> RetrievalResult:
-        """The best ``k`` chunks scoring at least ``min_score``."""
+        """The best ``k`` chunks scoring at least ``min_score``. ``embedding``: the query's
+        float32 embedding made by ``embedding_model`` (``name@version``); used instead of
+        encoding the query again when that is this service's encoder."""
         started = time.perf_counter()
         record = await self._record(tenant, name)
         kb = await self._open(record)
         await self._maybe_refresh(record.kb_id, kb)
-        result = await asyncio.to_thread(kb.query, query, k, min_score)
+        vector = None
+        if embedding and embedding_model == self._encoder_id:
+            vector = np.frombuffer(embedding, dtype=np.float32)
+        result = await asyncio.to_thread(kb.query, query, k, min_score, vector=vector)
         sources = tuple(
             Source(
                 knowledge_base=name,

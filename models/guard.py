@@ -23,8 +23,10 @@ class TextGuard:
         injection_head: TextHead,
         *,
         injection_threshold: float = 0.5,
+        encoder_id: str = "",
     ) -> None:
         self._encoder = encoder
+        self._encoder_id = encoder_id
         self._intent = intent_head
         self._injection = injection_head
         self._threshold = injection_threshold
@@ -39,6 +41,7 @@ class TextGuard:
         *,
         injection_threshold: float = 0.5,
         threads: int | None = None,
+        encoder_id: str = "",
     ) -> TextGuard:
         """Load the encoder and both heads from the model store."""
         encoder = SentenceEncoder(encoder_dir, threads=threads)
@@ -48,6 +51,7 @@ class TextGuard:
             TextHead.load(intent_dir / "head.json"),
             TextHead.load(injection_dir / "head.json"),
             injection_threshold=injection_threshold,
+            encoder_id=encoder_id,
         )
 
     def injection_labels(self, texts: Sequence[str]) -> list[str]:
@@ -60,7 +64,10 @@ class TextGuard:
         intents = self._intent.predict(texts, embeddings)
         injection_probs = self._injection.probabilities(texts, embeddings)[:, self._injection_index]
         verdicts = []
-        for text, (intent, confidence), score in zip(texts, intents, injection_probs, strict=True):
+        share = bool(self._encoder_id)
+        for index, (text, (intent, confidence), score) in enumerate(
+            zip(texts, intents, injection_probs, strict=True)
+        ):
             rules = tuple(rule_hits(text))
             verdicts.append(
                 GuardVerdict(
@@ -69,6 +76,8 @@ class TextGuard:
                     injection=bool(rules) or float(score) >= self._threshold,
                     injection_score=round(float(score), 4),
                     injection_rules=rules,
+                    embedding=embeddings[index].astype("float32").tobytes() if share else b"",
+                    embedding_model=self._encoder_id if share else "",
                 )
             )
         return verdicts

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["GuardVerdict"]
 
@@ -16,3 +16,7 @@ class GuardVerdict:
     injection: bool
     injection_score: float
     injection_rules: tuple[str, ...]
+    # The message's sentence embedding (float32 bytes) and the encoder that made it
+    # (``name@version``): the retriever reuses it instead of encoding the same text again.
+    embedding: bytes = field(default=b"", repr=False)
+    embedding_model: str = ""

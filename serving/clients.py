@@ -265,11 +265,27 @@ class HandleKnowledgeService:
         return result
 
     async def retrieve(
-        self, tenant: str, name: str, query: str, *, k: int, min_score: float
+        self,
+        tenant: str,
+        name: str,
+        query: str,
+        *,
+        k: int,
+        min_score: float,
+        embedding: bytes = b"",
+        embedding_model: str = "",
     ) -> RetrievalResult:
         """The best chunks for a query."""
         result: RetrievalResult = await self._call(
-            "retrieve", tenant, name, query, k=k, min_score=min_score, trace_context=inject()
+            "retrieve",
+            tenant,
+            name,
+            query,
+            k=k,
+            min_score=min_score,
+            embedding=embedding,
+            embedding_model=embedding_model,
+            trace_context=inject(),
         )
         return result
 

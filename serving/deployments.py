@@ -133,6 +133,7 @@ class GuardServer:
             entries[INJECTION_MODEL_NAME].folder(store.root),
             injection_threshold=settings.guard.injection_threshold,
             threads=settings.guard.encoder_threads,
+            encoder_id=f"{ENCODER_MODEL_NAME}@{entries[ENCODER_MODEL_NAME].version}",
         )
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
@@ -190,11 +191,22 @@ class RetrieverServer(KnowledgeBaseService):
         *,
         k: int,
         min_score: float,
+        embedding: bytes = b"",
+        embedding_model: str = "",
         trace_context: dict[str, str] | None = None,
     ) -> RetrievalResult:
         """``KnowledgeBaseService.retrieve`` inside the caller's trace."""
         with extracted(trace_context), span("retrieval.search", {"enclave.k": k}) as current:
-            result = await super().retrieve(tenant, name, query, k=k, min_score=min_score)
+            result = await super().retrieve(
+                tenant,
+                name,
+                query,
+                k=k,
+                min_score=min_score,
+                embedding=embedding,
+                embedding_model=embedding_model,
+            )
+            current.set_attribute("enclave.embedding_reused", bool(embedding))
             current.set_attribute("enclave.chunks", len(result.sources))
         return result
 

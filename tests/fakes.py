@@ -139,6 +139,10 @@ class RegexPII:
         return sorted(spans, key=lambda s: s.start)
 
 
+# What the fake guard says its encoder made of a message (the retriever may reuse it).
+FAKE_EMBEDDING = (b"\x00\x00\x80?" * 4, "fake-encoder@1")
+
+
 @dataclass
 class KeywordGuard:
     """Stands in for the guard models: keyword verdicts, regex PII; counts its calls."""
@@ -171,8 +175,8 @@ class KeywordGuard:
             ("hello", "small_talk"),
         ):
             if word in lowered:
-                return GuardVerdict(intent, 0.9, False, 0.01, ())
-        return GuardVerdict("it_support", 0.8, False, 0.02, ())
+                return GuardVerdict(intent, 0.9, False, 0.01, (), *FAKE_EMBEDDING)
+        return GuardVerdict("it_support", 0.8, False, 0.02, (), *FAKE_EMBEDDING)
 
     async def check_health(self) -> None:
         if not self.healthy:
@@ -190,11 +194,21 @@ class FakeKnowledge:
     fail: bool = False
     delay_s: float = 0.0
     queries: list[tuple[str, str, str]] = field(default_factory=list)
+    embeddings: list[str] = field(default_factory=list)
 
     async def retrieve(
-        self, tenant: str, name: str, query: str, *, k: int, min_score: float
+        self,
+        tenant: str,
+        name: str,
+        query: str,
+        *,
+        k: int,
+        min_score: float,
+        embedding: bytes = b"",
+        embedding_model: str = "",
     ) -> RetrievalResult:
         self.queries.append((tenant, name, query))
+        self.embeddings.append(embedding_model if embedding else "")
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.fail:

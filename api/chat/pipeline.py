@@ -146,6 +146,10 @@ class ChatPipeline:
             return run
         if outcome.decision == "answer":
             query = next(m.content for m in reversed(outcome.messages) if m.role == "user")
+            said = next(m.content for m in reversed(chat.messages) if m.role == "user")
+            # The guard embedded what the user said; when scrubbing changed nothing, the
+            # retriever searches with that embedding instead of encoding the text again.
+            same_text = query == said
             with span("retrieval") as current:
                 runtime = plan.runtime
                 limits = RetrievalLimits(
@@ -155,7 +159,11 @@ class ChatPipeline:
                     runtime.max_context_tokens,
                 )
                 run.grounding = await self._retrieval.run(
-                    tenant, chat.knowledge_base, query, limits
+                    tenant,
+                    chat.knowledge_base,
+                    query,
+                    limits,
+                    outcome.verdict if same_text else None,
                 )
                 current.set_attribute("enclave.retrieval", run.grounding.status)
                 current.set_attribute("enclave.chunks", len(run.grounding.sources))

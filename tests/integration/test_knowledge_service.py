@@ -133,6 +133,17 @@ async def test_ingest_query_and_catalogue(
         "default", "handbook", "what is the guest wifi password", k=3, min_score=0.2
     )
     assert wifi.sources[0].doc_id == "it-guest-wifi"
+    # The guard's embedding of a question serves the search (one encoder pass per question):
+    # given the Wi-Fi question's embedding with the VPN question's text, the search follows
+    # the embedding. One made by another encoder is ignored and the text encoded again.
+    question = "Which VPN profile should I use on hotel wifi?"
+    wifi_vector = encoder.encode(["what is the guest wifi password"])[0].astype("float32")
+    for model, expected in ((ENCODER, "it-guest-wifi"), ("another-encoder@9", "it-vpn")):
+        found = await service.retrieve(
+            "default", "handbook", question, k=3, min_score=0.2,
+            embedding=wifi_vector.tobytes(), embedding_model=model,
+        )  # fmt: skip
+        assert found.sources[0].doc_id == expected
     passage = await service.passage("default", "handbook", result.sources[0].chunk_id)
     assert passage.text == result.sources[0].text
 

@@ -14,7 +14,14 @@ from api.app import create_app
 from api.sse import iter_frames
 from core.db import Database
 from core.settings import Settings
-from tests.fakes import FakeKnowledge, KeywordGuard, ScriptedLLM, TestKeys, build_services
+from tests.fakes import (
+    FAKE_EMBEDDING,
+    FakeKnowledge,
+    KeywordGuard,
+    ScriptedLLM,
+    TestKeys,
+    build_services,
+)
 from tests.unit.conftest import CANARY, SYSTEM_PROMPT_START
 
 URL = "/v1/chat/completions"
@@ -60,6 +67,17 @@ def test_the_retriever_sees_placeholders_not_personal_data(
 ) -> None:
     ask(client, "reset the vpn for ana.silva@northwind.example please")
     assert knowledge.queries[-1][2] == "reset the vpn for <EMAIL_ADDRESS_1> please"
+
+
+def test_one_encoder_pass_serves_guard_and_retriever_when_nothing_was_scrubbed(
+    client: TestClient, knowledge: FakeKnowledge
+) -> None:
+    ask(client, "which vpn profile at the hotel?")
+    assert knowledge.embeddings[-1] == FAKE_EMBEDDING[1]  # the guard's embedding, reused
+    # The guard embedded the raw text; with PII scrubbed the retriever must encode the
+    # placeholder text itself (and never see an embedding of the personal data).
+    ask(client, "reset the vpn for ana.silva@northwind.example please")
+    assert knowledge.embeddings[-1] == ""
 
 
 def test_streamed_sources_arrive_in_the_last_event(client: TestClient) -> None:
