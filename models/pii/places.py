@@ -21,7 +21,7 @@ _POSSESSIVE = re.compile(r"['’]s$")
 # or have family. Read within the same sentence, up to ~60 characters before the place.
 _PERSONAL = re.compile(
     r"\b(?:live[sd]?|living|reside[sd]?|residing|born|grew up|raised|moved|moving|"
-    r"relocat\w*|home\s*town|hometown|(?:my|our|his|her|their) home|address|family|"
+    r"relocat\w*|transferr?\w*|home\s*town|hometown|(?:my|our|his|her|their) home|address|family|"
     r"parents|house|flat|apartment|(?:am|i'm|i’m|is|are|was|come|comes|came|originally) from)"
     r"\b[^.?!\n]{0,30}$",
     re.IGNORECASE,
@@ -56,13 +56,32 @@ class PlaceAllowList:
         return _PERSONAL.search(text[max(0, start - _LOOKBEHIND) : start]) is not None
 
     def keep_protected(self, text: str, spans: Sequence[PIISpan]) -> tuple[PIISpan, ...]:
-        """``spans`` without the allowed places that are not in a personal context."""
+        """``spans`` without the allowed places that are not in a personal context: words
+        before them that tie them to a person's life, or a person named in their sentence
+        ("Desk phone for Inês Carvalho in Lisbon")."""
         if not self._places:
             return tuple(spans)
+        people = [s for s in spans if s.entity_type == "PERSON"]
+
+        def with_a_person(span: PIISpan) -> bool:
+            start, end = _sentence(text, span.start, span.end)
+            return any(start <= p.start and p.end <= end for p in people)
+
         return tuple(
             span
             for span in spans
             if span.entity_type != "LOCATION"
             or text[span.start : span.end] not in self
             or self.personal(text, span.start)
+            or with_a_person(span)
         )
+
+
+_SENTENCE_END = re.compile(r"[.?!\n](?:\s|$)")
+
+
+def _sentence(text: str, start: int, end: int) -> tuple[int, int]:
+    """Bounds of the sentence around ``text[start:end]``."""
+    before = [m.end() for m in _SENTENCE_END.finditer(text, 0, start)]
+    after = _SENTENCE_END.search(text, end)
+    return (before[-1] if before else 0), (after.start() if after else len(text))
