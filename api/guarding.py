@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,6 +23,7 @@ from models.guard_types import GuardVerdict
 from models.llm.base import ChatMessage
 from models.pii.base import ScanResult
 from models.pii.placeholders import PlaceholderVault
+from models.pii.places import PlaceAllowList
 
 __all__ = ["Decision", "GuardOutcome", "GuardStage", "scrub_free_text"]
 
@@ -76,16 +77,23 @@ class GuardStage:
         self._settings = settings
         self._cache = _ScanCache()
 
-    async def run(self, messages: Sequence[ChatMessage]) -> GuardOutcome:
-        """Scan every message and classify the newest user turn, concurrently."""
+    async def run(
+        self, messages: Sequence[ChatMessage], allowed_places: Collection[str] = ()
+    ) -> GuardOutcome:
+        """Scan every message and classify the newest user turn, concurrently.
+
+        ``allowed_places`` (the tenant's runtime ``allowed_places``) reach the model as
+        written, unless a person's life is attached to them (``models.pii.places``).
+        """
         started = time.perf_counter()
         last_user = next(m.content for m in reversed(messages) if m.role == "user")
         scans, verdict = await asyncio.gather(
             self._scan([m.content for m in messages]), self._check(last_user)
         )
+        places = PlaceAllowList(allowed_places)
         vault = PlaceholderVault()
         scrubbed = tuple(
-            ChatMessage(m.role, vault.scrub(m.content, scan.pii))
+            ChatMessage(m.role, vault.scrub(m.content, places.keep_protected(m.content, scan.pii)))
             for m, scan in zip(messages, scans[0], strict=True)
         )
         entities = Counter(e.label for e in scans[0][-1].entities)

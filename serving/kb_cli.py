@@ -210,6 +210,12 @@ def _kb_delete(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _kb_places(settings: Settings, args: argparse.Namespace) -> int:
+    from serving.places_cli import kb_places
+
+    return kb_places(settings, args, _run_with_service)
+
+
 def _guarded(handler: Callable[[Settings, argparse.Namespace], int]) -> Any:
     def run(settings: Settings, args: argparse.Namespace) -> int:
         try:
@@ -234,7 +240,7 @@ def add_db_commands(commands: Any) -> None:
 
 
 def add_kb_commands(commands: Any) -> None:
-    """``enclave kb list|create|ingest|documents|delete-document|reindex|delete``."""
+    """``enclave kb list|create|ingest|documents|delete-document|reindex|delete|places``."""
     kb = commands.add_parser("kb", help="knowledge bases").add_subparsers(
         dest="kb_command", required=True
     )
@@ -261,3 +267,17 @@ def add_kb_commands(commands: Any) -> None:
     delete_doc.add_argument("doc_id")
     command("reindex", "rebuild the index (new version, swapped atomically)", _kb_reindex)
     command("delete", "delete a knowledge base and everything in it", _kb_delete)
+    places = command(
+        "places", "the places a knowledge base names (the tenant's PII allow-list)", _kb_places
+    )
+    places.add_argument(
+        "--apply",
+        action="store_true",
+        help="add them to the tenant's runtime configuration (pii.allow_places), a new version",
+    )
+    places.add_argument(
+        "--min-documents",
+        type=int,
+        default=1,
+        help="only places named in at least this many documents",
+    )

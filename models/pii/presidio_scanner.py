@@ -215,6 +215,8 @@ class PresidioScanner:
 
 _WORD = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿ'’\-]+")
 _GAZETTEER_SCORE = 0.8
+_SAINT = re.compile(r"(?:Saint|St\.?)\s+[A-Z]")
+_AFTER_SAINT = re.compile(r"\b(?:Saint|St\.?)\s+$")
 
 
 def refine_names(text: str, spans: Sequence[PIISpan]) -> list[PIISpan]:
@@ -222,13 +224,17 @@ def refine_names(text: str, spans: Sequence[PIISpan]) -> list[PIISpan]:
     small spaCy model tagged as places, and add "First Last" names it missed."""
     lexicon = name_lexicon()
     found = lexicon_names(text, lexicon) + _cued_names(text, lexicon)
-    refined: list[PIISpan] = list(found)
+    refined: list[PIISpan] = [f for f in found if not _saint(text, f.start)]
     for span in spans:
         words = [_strip_possessive(w) for w in _WORD.findall(text[span.start : span.end])]
         inside_name = any(f.start <= span.start and span.end <= f.end for f in found)
         if span.entity_type == "PERSON" and not any(lexicon.is_name(w) for w in words):
             continue  # "Reset my Okta", "Format", "Traveller": capitalised, not a name
+        if span.entity_type == "PERSON" and _saint(text, span.start):
+            continue  # "Saint Anthony's day", "St. John's": a saint, a feast or a place
         if span.entity_type == "LOCATION":
+            if any(ch.isdigit() for ch in text[span.start : span.end]):
+                continue  # "Sev2", "P1", "S3": work words the small model reads as places
             if inside_name:
                 continue  # "Nadia" of "Nadia Benali"
             if _looks_like_person(words, lexicon):
@@ -236,6 +242,11 @@ def refine_names(text: str, spans: Sequence[PIISpan]) -> list[PIISpan]:
                 continue
         refined.append(span)
     return refined
+
+
+def _saint(text: str, start: int) -> bool:
+    """Whether the name at ``start`` is a saint's ("Saint Anthony's day", "St. John's")."""
+    return bool(_SAINT.match(text, start) or _AFTER_SAINT.search(text, 0, start))
 
 
 def _strip_possessive(word: str) -> str:

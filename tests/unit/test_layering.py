@@ -21,6 +21,7 @@ API_MAY_IMPORT = (
     "models.llm.base",
     "models.pii.base",
     "models.pii.placeholders",
+    "models.pii.places",  # plain matching over spans (no model), like placeholders
     "models.guard_types",
     "index.base",
 )

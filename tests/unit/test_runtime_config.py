@@ -90,7 +90,7 @@ def test_every_problem_is_listed_with_its_path() -> None:
         "retrieval.top_k: must be at most 20 (got 50)",
         "retrieval.min_score: must be at least 0.0 (got -0.1)",
         "bogus: unknown setting; known here: features, models, retrieval, generation, limits, "
-        "rollout",
+        "pii, rollout",
     ]
 
 
@@ -220,6 +220,7 @@ def test_without_overrides_the_settings_apply() -> None:
         max_completion_tokens=300,
         user_tokens=settings.limits.user_tokens.tokens,
         tenant_tokens=settings.limits.tenant_tokens.tokens,
+        allowed_places=(),
         rollout=None,
         version="g0.t0",
     )
@@ -565,3 +566,27 @@ def test_token_quotas_merge_and_keep_unlimited_when_nobody_sets_one() -> None:
         }
     )
     assert effective_runtime(unlimited, None, 0, None, 0).tenant_tokens is None
+
+
+def test_allowed_places_add_up_across_levels_and_protected_ones_win() -> None:
+    runtime = _merge(
+        _settings(),
+        global_doc={"pii": {"allow_places": ["Lisbon", "Toronto"]}},
+        tenant_doc={"pii": {"allow_places": ["Nairobi", "toronto"], "protect_places": ["LISBON"]}},
+        numbers=(1, 3),
+    )
+    assert runtime.allowed_places == ("Nairobi", "toronto")
+    assert runtime.as_dict()["allowed_places"] == ["Nairobi", "toronto"]
+    assert _merge(_settings()).allowed_places == ()
+
+
+def test_a_place_that_is_not_a_name_is_refused_with_its_path() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        validate_overrides({"pii": {"allow_places": ["Toronto", "<script>", ""]}}, _settings())
+    problems = caught.value.extra["problems"]
+    assert problems == [
+        "pii.allow_places.1: must be a place name of 1-100 characters, no < > or control "
+        "characters",
+        "pii.allow_places.2: must be a place name of 1-100 characters, no < > or control "
+        "characters",
+    ]
