@@ -125,7 +125,7 @@ class ChatPipeline:
             )
         metrics = self._services.metrics
         with span("guards") as current:
-            outcome = await self._guards.run(chat.messages)
+            outcome = await self._guards.run(chat.messages, plan.runtime.allowed_places)
             current.set_attribute("enclave.decision", outcome.decision)
             current.set_attribute("enclave.intent", outcome.verdict.intent)
         metrics.observe_stage("guards", outcome.timings_ms.get("guards_ms", 0.0) / 1000)
