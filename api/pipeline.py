@@ -13,6 +13,7 @@ from typing import Any, Literal
 from api.context import ContextFit, fit_context
 from api.grounding import Grounding, RetrievalLimits, RetrievalStage
 from api.guarding import GuardOutcome, GuardStage
+from api.repetition import RepetitionGuard
 from api.reply_filter import ReplyFilter
 from api.request_plan import RequestPlan
 from api.resilience import CircuitBreaker, with_deadlines
@@ -78,8 +79,13 @@ class ChatRun:
                 "injection_score": verdict.injection_score,
                 "injection_rules": list(verdict.injection_rules),
                 "reply_cut_for_leak": bool(self.reply_filter and self.reply_filter.leaked),
+                "reply_cut_for_repetition": bool(self.reply_filter and self.reply_filter.looped),
             },
-            "pii": {"protected": self.guard.protected, "masked_in_reply": masked},
+            "pii": {
+                "protected": self.guard.protected,
+                "masked_in_reply": masked,
+                "unissued_in_reply": dict(self.reply_filter.unissued) if self.reply_filter else {},
+            },
             "entities": self.guard.entities,
             "context": {"dropped_messages": self.fit.dropped_messages if self.fit else 0},
             "retrieval": self.grounding.status,
@@ -249,6 +255,7 @@ class ChatPipeline:
             canary=self._services.canary_token,
             leak_min_chars=self._settings.guard.leak_min_chars,
             replacement=self._render(run.plan, "blocked"),
+            repetition=RepetitionGuard(),
         )
         reply = run.reply_filter
         last = GenerationDelta(text="")
@@ -256,11 +263,12 @@ class ChatPipeline:
             async for delta in generated:
                 last = delta
                 text = reply.feed(delta.text).text if delta.text else ""
-                if delta.finish_reason is not None and not reply.leaked:
+                if delta.finish_reason is not None and not (reply.leaked or reply.looped):
                     text += reply.flush().text
-                if reply.leaked:
+                if reply.leaked or reply.looped:
                     _log.warning(
-                        "reply cut: system prompt leak", extra={"request_id": run.request_id}
+                        "reply cut: system prompt leak" if reply.leaked else "reply cut: loop",
+                        extra={"request_id": run.request_id},
                     )
                     yield GenerationDelta(
                         text, "stop", delta.prompt_tokens, delta.completion_tokens

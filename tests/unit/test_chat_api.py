@@ -295,3 +295,44 @@ def test_the_answer_language_reaches_the_prompt_with_or_without_a_region(
         "language",
         "de-CH",
     )
+
+
+LOOPING_REPLY = (
+    "Ask the front desk for a badge. You can also ask your manager for a badge. "
+    "You can also ask your manager for a badge. You can also ask your manager for a badge. "
+    + " ".join(["You can also ask your manager for a badge."] * 20)
+)
+
+
+def test_a_looping_answer_is_cut_told_and_the_rest_not_generated_or_charged(
+    client: TestClient, primary: ScriptedLLM
+) -> None:
+    primary.reply = LOOPING_REPLY
+    data = client.post(URL, json=body(max_tokens=60)).json()
+    assert data["choices"][0]["message"]["content"].rstrip() == (
+        "Ask the front desk for a badge. You can also ask your manager for a badge."
+    )
+    assert data["choices"][0]["finish_reason"] == "stop"
+    assert data["enclave"]["guard"]["reply_cut_for_repetition"] is True
+    assert data["enclave"]["guard"]["reply_cut_for_leak"] is False
+    # The engine stopped when the loop was seen: the client pays for what was generated
+    # until then (the word after the repeated sentence), not for the 60-token budget.
+    assert primary.cancelled == 1
+    assert data["usage"]["completion_tokens"] == 26  # 25 words, then " You"
+
+
+def test_a_looping_answer_is_cut_in_a_stream_too(client: TestClient, primary: ScriptedLLM) -> None:
+    primary.reply = LOOPING_REPLY
+    response = client.post(URL, json=body(stream=True, max_tokens=60))
+    chunks = [json.loads(f) for f in iter_frames(response.content)[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text.rstrip() == (
+        "Ask the front desk for a badge. You can also ask your manager for a badge."
+    )
+    assert chunks[-1]["enclave"]["guard"]["reply_cut_for_repetition"] is True
+    assert primary.cancelled == 1
+
+
+def test_an_answer_that_does_not_loop_is_not_marked(client: TestClient) -> None:
+    data = client.post(URL, json=body()).json()
+    assert data["enclave"]["guard"]["reply_cut_for_repetition"] is False
