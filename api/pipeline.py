@@ -71,6 +71,11 @@ class ChatRun:
             "fallback_when": self.fallback_when if self.fallback_used else None,
             "trace_id": self.trace_id,
             **self.plan.lineage(),
+            # Per engine: the engine(s) that answered (engine, fallback) used theirs.
+            "decoding": {
+                engine: decoding.as_dict()
+                for engine, decoding in self.plan.runtime.decoding.items()
+            },
             "decision": self.decision,
             "guard": {
                 "intent": verdict.intent,
@@ -438,6 +443,17 @@ class ChatPipeline:
         """One engine's deltas under the first-token and stall deadlines, noted in
         ``progress``; the engine's stream is cancelled at a deadline and always closed."""
         llm = self._settings.llm
+        # Each engine runs its own model, with its own repetition penalties.
+        decoding = run.plan.runtime.decoding_for(
+            "fallback" if client is self._services.fallback else "primary"
+        )
+        sampling = replace(
+            request.sampling,
+            repetition_penalty=decoding.repetition_penalty,
+            frequency_penalty=decoding.frequency_penalty,
+            presence_penalty=decoding.presence_penalty,
+        )
+        request = replace(request, sampling=sampling)
         deltas = with_deadlines(
             client.generate(request), first_s=llm.first_token_timeout_s, gap_s=llm.stall_timeout_s
         )

@@ -336,3 +336,21 @@ def test_a_looping_answer_is_cut_in_a_stream_too(client: TestClient, primary: Sc
 def test_an_answer_that_does_not_loop_is_not_marked(client: TestClient) -> None:
     data = client.post(URL, json=body()).json()
     assert data["enclave"]["guard"]["reply_cut_for_repetition"] is False
+
+
+def test_each_engine_answers_with_its_models_repetition_penalties(
+    primary: ScriptedLLM, fallback: ScriptedLLM, client: TestClient
+) -> None:
+    data = client.post(URL, json=body()).json()
+    sampling = primary.requests[-1].sampling
+    # The unit settings give each model its own penalties (tests/unit/conftest.py).
+    assert (sampling.repetition_penalty, sampling.frequency_penalty) == (1.15, 0.2)
+    assert sampling.presence_penalty == 0.0
+    assert data["enclave"]["decoding"] == {
+        "primary": {"repetition_penalty": 1.15, "frequency_penalty": 0.2, "presence_penalty": 0.0},
+        "fallback": {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.4},
+    }
+    primary.fail_before_first = True
+    assert client.post(URL, json=body()).json()["enclave"]["engine"] == "scripted-fallback"
+    rescued = fallback.requests[-1].sampling
+    assert (rescued.repetition_penalty, rescued.presence_penalty) == (1.0, 0.4)
