@@ -51,6 +51,7 @@ from index.errors import DocumentError, IndexUnavailable, UnknownDocument
 from index.faiss_index import HNSWOptions
 from index.knowledge_base import KnowledgeBase
 from index.parsing import MEDIA_TYPES, document_from_bytes, media_type_of
+from index.quotes import best_quote
 
 __all__ = ["KnowledgeBaseService", "redact"]
 
@@ -361,6 +362,13 @@ class KnowledgeBaseService:
         kb = await self._open(record)
         await self._maybe_refresh(record.kb_id, kb)
         result = await asyncio.to_thread(kb.query, query, k, min_score)
+        # The best source carries the sentence(s) that best answer the question, so a reader
+        # sees the handbook's own words beside the generated answer.
+        quote = (
+            await asyncio.to_thread(best_quote, self._encoder, query, result.hits[0].chunk.text)
+            if result.hits
+            else ""
+        )
         sources = tuple(
             Source(
                 knowledge_base=name,
@@ -370,8 +378,9 @@ class KnowledgeBaseService:
                 score=round(hit.score, 4),
                 heading_path=hit.chunk.heading_path,
                 text=hit.chunk.text,
+                quote=quote if rank == 0 else "",
             )
-            for hit in result.hits
+            for rank, hit in enumerate(result.hits)
         )
         return RetrievalResult(
             version=None if result.version == "empty" else result.version,

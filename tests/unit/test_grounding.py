@@ -148,3 +148,14 @@ def test_a_stalled_retriever_times_out_and_the_budget_trims_sources(
     assert stalled.status_code == 200
     assert stalled.json()["enclave"]["retrieval"] == "degraded"
     assert "0.05s" in stalled.json()["enclave"]["retrieval_detail"]["reason"]
+
+
+def test_the_best_source_carries_its_quote_and_the_others_none() -> None:
+    from api.grounding import Grounding
+    from index.base import Source
+
+    best = Source("kb", "it-laptop", "Laptops", "c1", 0.8, quote="You get 36 GB of RAM.")
+    other = Source("kb", "it-vpn", "VPN", "c2", 0.5)
+    cited = Grounding("ok", "kb", "v1", (best, other)).citations()
+    assert cited[0]["quote"] == "You get 36 GB of RAM."
+    assert "quote" not in cited[1]
