@@ -5,6 +5,9 @@ and ``GET /v1/evals`` read them back, newest first, each with the step it made: 
 moved by at least :data:`STEP_THRESHOLD` from the previous run of the same dataset (in the
 same tenant), and which of the prompt, model and config versions changed between the two.
 A step with no version change points at something else (the knowledge base, the dataset).
+Besides the score (the share of cases that passed), a run may carry answer figures in its
+details (``details["figures"]``: :data:`FIGURES`, e.g. hint correctness and loop rate of the
+handbook set); a figure that moved by the threshold makes a step too.
 Rows hold ids, counts and scores only, never question or answer text.
 """
 
@@ -24,6 +27,7 @@ from core.db import Database, as_utc, eval_runs
 from core.errors import InvalidRequest
 
 __all__ = [
+    "FIGURES",
     "MAX_LIMIT",
     "STEP_THRESHOLD",
     "VERSION_FIELDS",
@@ -38,6 +42,13 @@ __all__ = [
 STEP_THRESHOLD = 0.05
 VERSION_FIELDS = ("prompt_version", "model", "config_version")
 MAX_LIMIT = 500
+FIGURES = (
+    "hint_correctness",
+    "citation_correctness",
+    "loop_rate",
+    "answer_or_quote_correctness",
+)
+"""Answer figures a handbook run stores beside its score, each a share between 0 and 1."""
 # Scores are ratios of small integers: 0.75 - 0.7 is 0.04999..., which is a step of 0.05.
 _EPSILON = 1e-9
 
@@ -63,6 +74,11 @@ class EvalRun:
         """The prompt, model and config versions the run's answers reported."""
         return {name: getattr(self, name) for name in VERSION_FIELDS}
 
+    def figures(self) -> dict[str, float]:
+        """The answer figures the run measured (none for datasets that measure none)."""
+        stored = self.details.get("figures") or {}
+        return {name: float(stored[name]) for name in FIGURES if stored.get(name) is not None}
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -72,12 +88,16 @@ class Step:
     previous_score: float
     delta: float
     changed: tuple[str, ...]
+    figures: dict[str, float] = field(default_factory=dict)
+    """Answer figures that moved by the threshold, with how much (e.g. loop_rate -0.4)."""
 
     def describe(self) -> str:
-        """E.g. ``-0.20 after prompt_version changed`` or ``+0.10, no version changed``."""
+        """E.g. ``-0.20 after prompt_version changed`` or ``+0.10, no version changed``;
+        moved figures follow (``…; loop_rate -0.40``)."""
+        moved = "".join(f"; {name} {delta:+.2f}" for name, delta in self.figures.items())
         if self.changed:
-            return f"{self.delta:+.2f} after {', '.join(self.changed)} changed"
-        return f"{self.delta:+.2f}, no version changed"
+            return f"{self.delta:+.2f} after {', '.join(self.changed)} changed{moved}"
+        return f"{self.delta:+.2f}, no version changed{moved}"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -87,6 +107,7 @@ class Step:
             "delta": round(self.delta, 6),
             "direction": "up" if self.delta > 0 else "down",
             "changed": list(self.changed),
+            "figures": {name: round(delta, 6) for name, delta in self.figures.items()},
             "summary": self.describe(),
         }
 
@@ -102,12 +123,20 @@ def _order_key(run: EvalRun) -> tuple[datetime, str]:
 
 def _step_between(previous: EvalRun, run: EvalRun, threshold: float) -> Step | None:
     delta = run.score - previous.score
-    if abs(delta) < threshold - _EPSILON:
+    before, after = previous.figures(), run.figures()
+    figures = {
+        name: after[name] - before[name]
+        for name in FIGURES
+        if name in before
+        and name in after
+        and abs(after[name] - before[name]) >= threshold - _EPSILON
+    }
+    if abs(delta) < threshold - _EPSILON and not figures:
         return None
     changed = tuple(
         name for name in VERSION_FIELDS if getattr(previous, name) != getattr(run, name)
     )
-    return Step(previous.id, previous.score, delta, changed)
+    return Step(previous.id, previous.score, delta, changed, figures)
 
 
 def find_steps(runs: Iterable[EvalRun], *, threshold: float = STEP_THRESHOLD) -> dict[str, Step]:
@@ -142,6 +171,7 @@ def run_document(run: EvalRun, step: Step | None) -> dict[str, Any]:
         "cases": run.cases,
         "passed": run.passed,
         "score": run.score,
+        "figures": run.figures(),
         "step": None if step is None else step.as_dict(),
         "details": run.details,
     }

@@ -63,6 +63,17 @@ def _new_messages(chat: ValidatedChat, run: ChatRun, answer: str) -> list[Stored
     return stored
 
 
+def _without_quotes(lineage: dict[str, Any]) -> dict[str, Any]:
+    """The audit record keeps ids and scores of the sources, not the quoted passage text."""
+    sources = lineage.get("sources")
+    if not sources:
+        return lineage
+    return {
+        **lineage,
+        "sources": [{k: v for k, v in source.items() if k != "quote"} for source in sources],
+    }
+
+
 async def record_exchange(
     services: Services,
     principal: Principal,
@@ -97,7 +108,7 @@ async def record_exchange(
                     "prompt_tokens": last.prompt_tokens,
                     "completion_tokens": last.completion_tokens,
                 },
-                "lineage": lineage,
+                "lineage": _without_quotes(lineage),
             },
         )
     return RecordedExchange(conversation_id, tuple(message_ids), record.seq)

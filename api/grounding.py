@@ -50,7 +50,8 @@ class Grounding:
         }
 
     def citations(self) -> list[dict[str, Any]]:
-        """The sources as the response shows them: ``[n]`` in the answer is ``number`` n."""
+        """The sources as the response shows them: ``[n]`` in the answer is ``number`` n; the
+        best source has a ``quote``, its sentence(s) that best answer the question."""
         return [
             {
                 "number": number,
@@ -60,6 +61,7 @@ class Grounding:
                 "chunk_id": s.chunk_id,
                 "score": s.score,
                 "heading_path": list(s.heading_path),
+                **({"quote": s.quote} if s.quote else {}),
             }
             for number, s in enumerate(self.sources, start=1)
         ]

@@ -2,8 +2,11 @@
 
 The model writes in placeholder space (``<PERSON_1>``). Any raw PII value in its reply
 therefore did not come from this user's messages, and is masked. Placeholders are then
-restored to the user's own values. A reply that contains the deployment's canary token, or
-quotes the system prompt at length, is cut and replaced.
+restored to the user's own values; one the request's vault never issued (the model invented
+``<LOCATION_3>``) becomes a plain ``[unknown location]``, never a raw tag. A reply that
+contains the deployment's canary token, or quotes the system prompt at length, is cut and
+replaced. A reply that starts to loop (``api.repetition``) ends at its last complete
+sentence before the repeating began, and says so through :attr:`ReplyFilter.looped`.
 
 Text streams through with as little held back as possible: only a tail that could still
 become a placeholder, a PII value (digits, '@'), the canary token, or a system-prompt quote
@@ -16,12 +19,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from api.repetition import RepetitionGuard
 from models.pii.base import PIISpan
 from models.pii.placeholders import PLACEHOLDER_RE, PlaceholderVault
 
 __all__ = ["FilteredText", "OutputScanner", "ReplyFilter"]
 
 _PARTIAL_PLACEHOLDER = re.compile(r"[<\[][A-Z_]*(?:_\d*)?$")
+# A placeholder as the model may write it (also with square brackets, see the vault).
+_WRITTEN_PLACEHOLDER = re.compile(r"[<\[]([A-Z][A-Z_]{1,30})_(\d{1,4})[>\]]")
 _RUN_PUNCTUATION = set(".+-@()/:_")
 _GLUE = set(" -.")
 _MIN_QUOTE = 16
@@ -70,6 +76,7 @@ class FilteredText:
 
     text: str
     leaked: bool = False
+    looped: bool = False
 
 
 @dataclass
@@ -83,32 +90,56 @@ class ReplyFilter:
     leak_min_chars: int = 60
     replacement: str = "I can't share that."
     masked: dict[str, int] = field(default_factory=dict)
+    # None: loops are not cut (the reply streams as the model wrote it).
+    repetition: RepetitionGuard | None = None
+    # Placeholders the model wrote that the vault never issued, by entity type.
+    unissued: dict[str, int] = field(default_factory=dict)
     _raw: str = ""
     _emitted_upto: int = 0
     _leaked: bool = False
+    _looped: bool = False
 
     def feed(self, delta: str) -> FilteredText:
         """Add model text; return what may be shown now."""
-        if self._leaked:
-            return FilteredText("", leaked=True)
+        if self._leaked or self._looped:
+            return FilteredText("", leaked=self._leaked, looped=self._looped)
         start = len(self._raw)
         self._raw += delta
         if self._leak_found(since=start):
             return self._cut()
+        cut = None if self.repetition is None else self.repetition.update(self._raw)
+        if cut is not None:
+            return self._end_loop(cut)
         return FilteredText(self._release(self._safe_boundary()))
 
     def flush(self) -> FilteredText:
         """The reply ended: release everything that is left."""
-        if self._leaked:
-            return FilteredText("", leaked=True)
+        if self._leaked or self._looped:
+            return FilteredText("", leaked=self._leaked, looped=self._looped)
         if self._leak_found(since=len(self._raw)):
             return self._cut()
+        if self.repetition is not None:
+            cut = self.repetition.update(self._raw, final=True)
+            if cut is not None:
+                return self._end_loop(cut)
         return FilteredText(self._release(len(self._raw)))
 
     @property
     def leaked(self) -> bool:
         """Whether the reply was cut for leaking the system prompt or its canary."""
         return self._leaked
+
+    @property
+    def looped(self) -> bool:
+        """Whether the reply was cut because it started repeating itself."""
+        return self._looped
+
+    def _end_loop(self, cut: int) -> FilteredText:
+        # What was shown stays shown; the rest ends where the repeating began, without the
+        # white space before it.
+        self._looped = True
+        end = max(self._emitted_upto, len(self._raw[:cut].rstrip()))
+        return FilteredText(self._release(end), looped=True)
 
     def _cut(self) -> FilteredText:
         self._leaked = True
@@ -144,6 +175,8 @@ class ReplyFilter:
             boundary = min(boundary, self._emitted_upto + partial.start())
         boundary = min(boundary, self._emitted_upto + _pii_tail_start(tail))
         boundary = min(boundary, self._emitted_upto + self.scanner.hold_from(tail))
+        if self.repetition is not None:
+            boundary = min(boundary, self.repetition.hold_from(raw))
         for size in range(min(len(self.canary) - 1, len(raw)), 0, -1):
             if raw.endswith(self.canary[:size]):
                 boundary = min(boundary, len(raw) - size)
@@ -158,7 +191,20 @@ class ReplyFilter:
             return ""
         chunk = self._raw[self._emitted_upto : upto]
         self._emitted_upto = upto
-        return self.vault.restore(self._mask(chunk))
+        return self.vault.restore(self._unissued_to_words(self._mask(chunk)))
+
+    def _unissued_to_words(self, chunk: str) -> str:
+        """Placeholders this request's vault never issued, as words instead of raw tags."""
+
+        def replace(match: re.Match[str]) -> str:
+            placeholder = f"<{match.group(1)}_{match.group(2)}>"
+            if self.vault.restore(placeholder) != placeholder:
+                return match.group(0)  # issued: restored to the user's value afterwards
+            kind = match.group(1)
+            self.unissued[kind] = self.unissued.get(kind, 0) + 1
+            return f"[unknown {kind.lower().replace('_', ' ')}]"
+
+        return _WRITTEN_PLACEHOLDER.sub(replace, chunk)
 
     def _mask(self, chunk: str) -> str:
         protected = [(m.start(), m.end()) for m in PLACEHOLDER_RE.finditer(chunk)]

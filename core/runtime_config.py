@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,6 +25,8 @@ from core.errors import InvalidRequest
 from core.settings import Settings
 
 __all__ = [
+    "Decoding",
+    "DecodingOverrides",
     "EffectiveRuntime",
     "Engine",
     "FeatureOverrides",
@@ -96,6 +98,27 @@ class GenerationOverrides(_Overrides):
     )
 
 
+class EngineDecoding(_Overrides):
+    """Repetition penalties of one engine's model; null: inherit (the model's settings)."""
+
+    repetition_penalty: float | None = Field(
+        default=None, gt=0, le=2, description="1: off; above 1 discourages repeated tokens."
+    )
+    frequency_penalty: float | None = Field(
+        default=None, ge=-2, le=2, description="Per earlier occurrence in the answer; 0: off."
+    )
+    presence_penalty: float | None = Field(
+        default=None, ge=-2, le=2, description="Once per token already in the answer; 0: off."
+    )
+
+
+class DecodingOverrides(_Overrides):
+    """Decoding settings per engine (each engine runs its own model); null: inherit."""
+
+    primary: EngineDecoding | None = Field(default=None, description="The primary's model.")
+    fallback: EngineDecoding | None = Field(default=None, description="The fallback's model.")
+
+
 class LimitOverrides(_Overrides):
     """Token quotas per period (the periods stay those of ``limits`` in the settings); null:
     inherit the level above."""
@@ -162,11 +185,31 @@ class RuntimeOverrides(_Overrides):
     pii: PiiOverrides | None = Field(
         default=None, description="Places that are not personal data for this tenant."
     )
+    decoding: DecodingOverrides | None = Field(
+        default=None, description="Repetition penalties per engine."
+    )
     rollout: Rollout | None = Field(
         default=None,
         description="A canary rollout; it replaces the level above's rollout as a whole "
         "(percent 0 opts a tenant out of a global canary).",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Decoding:
+    """The repetition penalties one engine answers with."""
+
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        """Field by field (the names of the engines' sampling options)."""
+        return {
+            "repetition_penalty": self.repetition_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +234,12 @@ class EffectiveRuntime:
     """None when no canary runs (no rollout, percent 0, or nothing to try)."""
     version: str
     """``g<global number>.t<tenant number>``; ``g0.t0``: settings only."""
+    decoding: dict[Engine, Decoding] = field(default_factory=dict)
+    """Per configured engine; an engine missing here answers with neutral settings."""
+
+    def decoding_for(self, engine: Engine) -> Decoding:
+        """The penalties ``engine`` answers with."""
+        return self.decoding.get(engine) or Decoding()
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view (for the admin API and lineage)."""
@@ -207,6 +256,7 @@ class EffectiveRuntime:
             "tenant_tokens": self.tenant_tokens,
             "allowed_places": list(self.allowed_places),
             "rollout": None if self.rollout is None else self.rollout.model_dump(mode="json"),
+            "decoding": {engine: d.as_dict() for engine, d in self.decoding.items()},
             "version": self.version,
         }
 
@@ -272,6 +322,7 @@ def effective_runtime(
         allowed_places=_allowed_places(section("pii")),
         rollout=_live_rollout(section("rollout"), has_fallback),
         version=f"g{global_number}.t{tenant_number}",
+        decoding=_decoding(settings, section("decoding")),
     )
 
 
@@ -280,6 +331,24 @@ def _allowed_places(levels: list[PiiOverrides]) -> tuple[str, ...]:
     protected = {p.casefold() for level in levels for p in level.protect_places or ()}
     allowed = {p.casefold(): p for level in reversed(levels) for p in level.allow_places or ()}
     return tuple(sorted(name for key, name in allowed.items() if key not in protected))
+
+
+def _decoding(settings: Settings, sections: list[DecodingOverrides]) -> dict[Engine, Decoding]:
+    """Each configured engine's penalties: its model's settings, then global, then tenant."""
+    models: dict[Engine, Any] = {"primary": settings.llm.primary}
+    if settings.llm.fallback is not None:
+        models["fallback"] = settings.llm.fallback
+    decoding: dict[Engine, Decoding] = {}
+    for engine, model in models.items():
+        levels = [getattr(s, engine) for s in sections if getattr(s, engine) is not None]
+        base = model.decoding
+        decoding[engine] = Decoding(
+            **{
+                name: _pick(*(getattr(level, name) for level in levels), getattr(base, name))
+                for name in ("repetition_penalty", "frequency_penalty", "presence_penalty")
+            }
+        )
+    return decoding
 
 
 def _live_rollout(rollouts: list[Rollout], has_fallback: bool) -> Rollout | None:
@@ -343,6 +412,8 @@ def _known_fields() -> dict[str, tuple[str, ...]]:
     for name, info in RuntimeOverrides.model_fields.items():
         model = next(a for a in getattr(info.annotation, "__args__", ()) if a is not type(None))
         known[name] = tuple(model.model_fields)
+    for engine in DecodingOverrides.model_fields:
+        known[f"decoding.{engine}"] = tuple(EngineDecoding.model_fields)
     return known
 
 
@@ -363,6 +434,8 @@ def _deployment_problems(document: Mapping[str, Any], settings: Settings) -> lis
             problems.append(f"features.fallback: true {none_configured}")
         if _get(document, "rollout", "engine") == "fallback":
             problems.append(f"rollout.engine: 'fallback' {none_configured}")
+        if _get(document, "decoding", "fallback") is not None:
+            problems.append(f"decoding.fallback {none_configured}")
     if not settings.retrieval.enabled and _get(document, "features", "retrieval") is True:
         problems.append(
             "features.retrieval: true needs retrieval.enabled in the settings; this "

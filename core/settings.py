@@ -149,6 +149,30 @@ class DeploymentResources(_Section):
     )
 
 
+class DecodingSettings(_Section):
+    """Penalties against repetition, as vLLM's ``SamplingParams`` and transformers'
+    ``generate`` take them; the model's defaults (a runtime configuration may override them)."""
+
+    repetition_penalty: float = Field(
+        default=1.0,
+        gt=0,
+        le=2,
+        description="Divides the logits of tokens already in the prompt or answer (1: off).",
+    )
+    frequency_penalty: float = Field(
+        default=0.0,
+        ge=-2,
+        le=2,
+        description="Subtracted per earlier occurrence of a token in the answer (0: off).",
+    )
+    presence_penalty: float = Field(
+        default=0.0,
+        ge=-2,
+        le=2,
+        description="Subtracted once from tokens already in the answer (0: off).",
+    )
+
+
 class LLMModelSettings(_Section):
     """One served language model and the engine that runs it."""
 
@@ -194,6 +218,10 @@ class LLMModelSettings(_Section):
     )
     resources: DeploymentResources = Field(
         default_factory=DeploymentResources, description="Ray Serve resources."
+    )
+    decoding: DecodingSettings = Field(
+        default_factory=DecodingSettings,
+        description="Repetition penalties this model answers with (chosen by `enclave eval`).",
     )
 
 

@@ -174,6 +174,8 @@ class Source:
     score: float
     heading_path: tuple[str, ...] = ()
     text: str = field(default="", repr=False)
+    quote: str = ""
+    """The best source only: its sentence(s) that best answer the question (``index.quotes``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from index.errors import DocumentError, IndexUnavailable, UnknownDocument
 from index.faiss_index import HNSWOptions
 from index.knowledge_base import KnowledgeBase
 from index.parsing import MEDIA_TYPES, document_from_bytes, media_type_of
+from index.quotes import QuoteFinder
 
 __all__ = ["KnowledgeBaseService", "redact"]
 
@@ -112,6 +113,7 @@ class KnowledgeBaseService:
         self._catalogue = Catalogue(db)
         self._encoder = _SerialEncoder(encoder)
         self._encoder_id = encoder_id
+        self._quotes = QuoteFinder(self._encoder)
         self._root = root
         self._settings = settings
         self._finder = finder
@@ -382,6 +384,15 @@ class KnowledgeBaseService:
         if embedding and embedding_model == self._encoder_id:
             vector = np.frombuffer(embedding, dtype=np.float32)
         result = await asyncio.to_thread(kb.query, query, k, min_score, vector=vector)
+        # The best source carries the sentence(s) that best answer the question, so a reader
+        # sees the handbook's own words beside the generated answer.
+        quote = (
+            await asyncio.to_thread(
+                self._quotes.best, query, result.hits[0].chunk.text, question_vector=vector
+            )
+            if result.hits
+            else ""
+        )
         sources = tuple(
             Source(
                 knowledge_base=name,
@@ -391,8 +402,9 @@ class KnowledgeBaseService:
                 score=round(hit.score, 4),
                 heading_path=hit.chunk.heading_path,
                 text=hit.chunk.text,
+                quote=quote if rank == 0 else "",
             )
-            for hit in result.hits
+            for rank, hit in enumerate(result.hits)
         )
         return RetrievalResult(
             version=None if result.version == "empty" else result.version,

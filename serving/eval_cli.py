@@ -19,15 +19,17 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from api.evals import MAX_LIMIT, EvalRun, EvalStore, Step, run_document
+from api.evals import FIGURES, MAX_LIMIT, EvalRun, EvalStore, Step, run_document
 from core.errors import EnclaveError
 from core.settings import Settings
 from serving.eval_datasets import (
     DATASETS,
     MAX_TOKENS,
+    SLICES,
     DatasetRun,
     EvalAborted,
     OpenAIAsker,
@@ -165,6 +167,9 @@ def render_run(run: EvalRun, step: Step | None) -> str:
             f"degraded retrieval {_percent(details.get('degraded_share', 0))}, "
             f"fallback {_percent(details.get('fallback_share', 0))}"
         )
+    figures = run.figures()
+    if figures:
+        lines.append("  " + ", ".join(f"{name} {value:.3f}" for name, value in figures.items()))
     if step is not None:
         lines.append(f"  {_marker(step)} step: {step.describe()} (since {step.previous_id})")
     lines.extend(f"  note: {note}" for note in details.get("notes", []))
@@ -178,6 +183,15 @@ def render_run(run: EvalRun, step: Step | None) -> str:
 
 def _marker(step: Step) -> str:
     return "▲" if step.delta > 0 else "▼"
+
+
+# Short column headers for the answer figures in the history table.
+_FIGURE_HEADERS = {
+    "hint_correctness": "hint",
+    "citation_correctness": "cite",
+    "loop_rate": "loops",
+    "answer_or_quote_correctness": "ans|quote",
+}
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -194,6 +208,7 @@ def render_history(history: Sequence[tuple[EvalRun, Step | None]]) -> str:
     if not history:
         return "No evaluation runs stored yet: run `enclave eval run`."
     tenants = {run.tenant for run, _ in history}
+    shown = [f for f in FIGURES if any(f in run.figures() for run, _ in history)]
     headers = [
         "time (UTC)",
         "dataset",
@@ -201,6 +216,7 @@ def render_history(history: Sequence[tuple[EvalRun, Step | None]]) -> str:
         *_VERSION_HEADERS,
         "score",
         "passed",
+        *(_FIGURE_HEADERS[f] for f in shown),
         "step",
     ]
     rows = [
@@ -211,6 +227,7 @@ def render_history(history: Sequence[tuple[EvalRun, Step | None]]) -> str:
             *(v or "-" for v in run.versions().values()),
             f"{run.score:.3f}",
             f"{run.passed}/{run.cases}",
+            *(_figure(run, f) for f in shown),
             "" if step is None else f"{_marker(step)} {step.describe()}",
         ]
         for run, step in history
@@ -218,12 +235,22 @@ def render_history(history: Sequence[tuple[EvalRun, Step | None]]) -> str:
     return _table(headers, rows)
 
 
+def _figure(run: EvalRun, name: str) -> str:
+    value = run.figures().get(name)
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _stored_name(name: str, slice_: str) -> str:
+    """A slice is its own series (its steps compare it with itself): ``handbook:held-back``."""
+    return name if name != "handbook" or slice_ == "all" else f"{name}:{slice_}"
+
+
 def _run_dataset(
     name: str, args: argparse.Namespace, asker: OpenAIAsker, config_dir: Path
 ) -> DatasetRun:
     if name == "handbook":
         path = args.handbook_file or config_dir / "index" / "samples" / "handbook_eval.jsonl"
-        cases = load_handbook(Path(path), limit=args.limit)
+        cases = load_handbook(Path(path), limit=args.limit, slice_=args.slice)
         return run_handbook(
             asker,
             cases,
@@ -251,6 +278,7 @@ def _eval_run(settings: Settings, args: argparse.Namespace) -> int:
     for name in datasets:
         result = _run_dataset(name, args, asker, _config_dir())
         run = result.to_eval_run(tenant)
+        run = replace(run, dataset=_stored_name(name, args.slice))
 
         async def record(store: EvalStore, run: EvalRun = run) -> Step | None:
             await store.record(run)
@@ -262,12 +290,30 @@ def _eval_run(settings: Settings, args: argparse.Namespace) -> int:
         if not args.json:
             print(render_run(run, step))
         if (name == "suites" and run.passed < run.cases) or (
-            name == "handbook" and run.score < args.min_score
+            name == "handbook" and _below_floors(run, args)
         ):
             failing = True
     if args.json:
         print(json.dumps(stored, indent=2))
     return 1 if failing else 0
+
+
+def _below_floors(run: EvalRun, args: argparse.Namespace) -> bool:
+    figures = run.figures()
+    below = bool(run.score < args.min_score)
+    for name, floor in (
+        ("hint_correctness", args.min_hint),
+        ("citation_correctness", args.min_citation),
+        ("answer_or_quote_correctness", args.min_answer_or_quote),
+    ):
+        if floor > 0 and figures.get(name, 0.0) < floor:
+            print(f"enclave eval: {name} {figures.get(name, 0.0):.3f} < {floor}", file=sys.stderr)
+            below = True
+    loop_rate = figures.get("loop_rate", 0.0)
+    if args.max_loop_rate < 1 and loop_rate > args.max_loop_rate:
+        print(f"enclave eval: loop_rate {loop_rate:.3f} > {args.max_loop_rate}", file=sys.stderr)
+        below = True
+    return below
 
 
 def _eval_report(settings: Settings, args: argparse.Namespace) -> int:
@@ -350,12 +396,37 @@ def add_eval_commands(commands: Any) -> None:
         default=0.0,
         help="exit 1 when the handbook score is below this (default 0: never)",
     )
+    for flag, what in (
+        ("--min-hint", "hint correctness"),
+        ("--min-citation", "citation correctness"),
+        ("--min-answer-or-quote", "answer-or-quote correctness"),
+    ):
+        run.add_argument(
+            flag, type=_share, default=0.0, help=f"exit 1 when the handbook {what} is below this"
+        )
+    run.add_argument(
+        "--max-loop-rate",
+        type=_share,
+        default=1.0,
+        help="exit 1 when more handbook answers than this share loop (default 1: never)",
+    )
+    run.add_argument(
+        "--slice",
+        choices=SLICES,
+        default="all",
+        help="handbook cases to ask: all, the tuning slice, or the held-back slice (every "
+        "fifth case, never used for tuning; stored as its own dataset, handbook:held-back)",
+    )
     run.add_argument("--handbook-file", type=Path, help="the handbook QA set (JSON lines)")
     run.add_argument("--suites-dir", type=Path, help="folder of prompt suites (*.yaml)")
     run.add_argument("--json", action="store_true", help="print the stored runs as JSON")
     run.set_defaults(handler=_guarded(_eval_run))
     report = evals.add_parser("report", help="stored runs over time, with score steps marked")
-    report.add_argument("--dataset", choices=DATASETS, help="only this dataset")
+    report.add_argument(
+        "--dataset",
+        choices=[*DATASETS, *(f"handbook:{s}" for s in SLICES if s != "all")],
+        help="only this dataset",
+    )
     report.add_argument("--tenant", help="only this tenant's runs (default: every tenant's)")
     report.add_argument("--last", type=_limit, default=20, help="how many runs (newest first)")
     report.add_argument("--json", action="store_true", help="print JSON")

@@ -1,9 +1,12 @@
 """The curated datasets ``enclave eval run`` asks the live stack, and how each case is judged.
 
 * ``handbook``: the handbook QA set (``index/samples/handbook_eval.jsonl``); a case passes
-  when one of its relevant documents is among the answer's cited sources. Also measured:
-  mean completion tokens, and the share of answers with degraded retrieval or from the
-  fallback engine.
+  when one of its relevant documents is among the answer's sources (retrieval). Each answer
+  is also judged (``serving.eval_scoring``): hint correctness, citation correctness, whether
+  it loops, and whether the answer or the quote of its best source states the hint; their
+  shares are the run's ``figures``. Also measured: mean completion tokens, the share of
+  answers cut for repetition, with degraded retrieval or from the fallback engine. A slice
+  (``tuning`` or ``held-back``) may be asked instead of the whole set.
 * ``suites``: every prompt regression suite (``prompts/suites/*.yaml``), each case checked
   by ``core.prompts.check_case``.
 
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from api.evals import VERSION_FIELDS, EvalRun, new_run_id
 from core.errors import InvalidRequest
+from serving.eval_scoring import cites_relevant, held_back, loops, states_hint
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -32,6 +36,7 @@ __all__ = [
     "DATASETS",
     "MAX_TOKENS",
     "SEED",
+    "SLICES",
     "Answer",
     "AskFailed",
     "Asker",
@@ -41,12 +46,14 @@ __all__ = [
     "HandbookCase",
     "OpenAIAsker",
     "dominant_versions",
+    "judge_answer",
     "load_handbook",
     "run_handbook",
     "run_suites",
 ]
 
 DATASETS = ("handbook", "suites")
+SLICES = ("all", "tuning", "held-back")
 SEED = 7
 MAX_TOKENS = 96
 # A failure reason is a short verdict. ``check_case`` quotes the answer for people reading
@@ -138,6 +145,8 @@ class CaseResult:
     failures: tuple[str, ...]
     lineage: Mapping[str, Any] | None = None
     completion_tokens: int = 0
+    judged: Mapping[str, bool] = field(default_factory=dict)
+    """How the answer was judged (handbook: hint, citation, loop, answer_or_quote)."""
 
 
 @dataclass(slots=True)
@@ -170,7 +179,8 @@ class DatasetRun:
         versions, notes, seen = dominant_versions(lineages)
         details: dict[str, Any] = {
             "cases": {
-                r.case_id: {"passed": r.passed, "failures": list(r.failures)} for r in self.results
+                r.case_id: {"passed": r.passed, "failures": list(r.failures), **r.judged}
+                for r in self.results
             },
             "notes": notes,
             **self.metrics,
@@ -233,10 +243,18 @@ class HandbookCase:
     id: str
     question: str
     relevant: tuple[str, ...]
+    hint: str = ""
+    """The fact a correct answer states (``answer_hint``); empty: not judged."""
 
 
-def load_handbook(path: Path, *, limit: int | None = None) -> list[HandbookCase]:
-    """The first ``limit`` cases of a handbook QA file (JSON lines: id, question, relevant)."""
+def load_handbook(
+    path: Path, *, limit: int | None = None, slice_: str = "all"
+) -> list[HandbookCase]:
+    """The first ``limit`` cases of a handbook QA file (JSON lines: id, question, relevant,
+    answer_hint), of the whole set or of one slice (``tuning``, ``held-back``)."""
+    if slice_ not in SLICES:
+        msg = f"Unknown slice {slice_!r}; use one of: {', '.join(SLICES)}."
+        raise InvalidRequest(msg)
     cases: list[HandbookCase] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -244,11 +262,16 @@ def load_handbook(path: Path, *, limit: int | None = None) -> list[HandbookCase]
         try:
             record = json.loads(line)
             case = HandbookCase(
-                str(record["id"]), str(record["question"]), tuple(record["relevant"])
+                str(record["id"]),
+                str(record["question"]),
+                tuple(record["relevant"]),
+                str(record.get("answer_hint") or ""),
             )
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             msg = f"{path}:{number}: expected JSON with id, question and relevant ({exc})."
             raise InvalidRequest(msg) from exc
+        if slice_ != "all" and held_back(case.id) != (slice_ == "held-back"):
+            continue
         cases.append(case)
         if limit is not None and len(cases) >= limit:
             break
@@ -280,11 +303,19 @@ def run_handbook(
         except AskFailed as exc:
             results.append(CaseResult(case.id, passed=False, failures=(str(exc),)))
         else:
-            cited = [str(s.get("document_id")) for s in answer.lineage.get("sources") or []]
+            sources = answer.lineage.get("sources") or []
+            cited = [str(s.get("document_id")) for s in sources]
             passed = any(doc in cited for doc in case.relevant)
             failures = () if passed else (_not_cited(case.relevant, cited),)
             results.append(
-                CaseResult(case.id, passed, failures, answer.lineage, answer.completion_tokens)
+                CaseResult(
+                    case.id,
+                    passed,
+                    failures,
+                    answer.lineage,
+                    answer.completion_tokens,
+                    judge_answer(case, answer.text, sources),
+                )
             )
         if progress is not None:
             progress("handbook", number, len(cases))
@@ -296,9 +327,46 @@ def run_handbook(
         "mean_completion_tokens": round(sum(tokens) / len(tokens), 2) if tokens else 0.0,
         "degraded_share": _share([lineage.get("retrieval") == "degraded" for lineage in answered]),
         "fallback_share": _share([bool(lineage.get("fallback")) for lineage in answered]),
+        "cut_for_repetition_share": _share(
+            [
+                bool((lineage.get("guard") or {}).get("reply_cut_for_repetition"))
+                for lineage in answered
+            ]
+        ),
         "unanswered": len(results) - len(answered),
+        "figures": _figures([r.judged for r in results if r.lineage is not None and r.judged]),
     }
     return run
+
+
+def judge_answer(
+    case: HandbookCase, text: str, sources: Sequence[Mapping[str, Any]]
+) -> dict[str, bool]:
+    """One handbook answer judged: hint, citation, loop, and answer-or-quote (the answer or
+    the quote of its best source states the hint)."""
+    judged = {"citation": cites_relevant(text, sources, case.relevant), "loop": loops(text)}
+    if case.hint:
+        quote = str(sources[0].get("quote") or "") if sources else ""
+        hint = states_hint(text, case.hint)
+        judged["hint"] = hint
+        judged["answer_or_quote"] = hint or (bool(quote) and states_hint(quote, case.hint))
+    return judged
+
+
+def _figures(judged: Sequence[Mapping[str, bool]]) -> dict[str, float]:
+    """The run's answer figures: shares over the answered cases that were judged."""
+    names = {
+        "hint_correctness": "hint",
+        "citation_correctness": "citation",
+        "loop_rate": "loop",
+        "answer_or_quote_correctness": "answer_or_quote",
+    }
+    figures: dict[str, float] = {}
+    for figure, key in names.items():
+        flags = [j[key] for j in judged if key in j]
+        if flags:
+            figures[figure] = _share(flags)
+    return figures
 
 
 def _not_cited(relevant: Sequence[str], cited: Sequence[str]) -> str:

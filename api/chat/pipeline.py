@@ -15,6 +15,7 @@ from api.chat.events import Notice
 from api.context import ContextFit, fit_context
 from api.grounding import Grounding, RetrievalLimits, RetrievalStage
 from api.guarding import GuardOutcome, GuardStage
+from api.repetition import RepetitionGuard
 from api.reply_filter import ReplyFilter
 from api.request_plan import RequestPlan
 from api.resilience import CircuitBreaker, with_deadlines
@@ -70,6 +71,11 @@ class ChatRun:
             "fallback_when": self.fallback_when if self.fallback_used else None,
             "trace_id": self.trace_id,
             **self.plan.lineage(),
+            # Per engine: the engine(s) that answered (engine, fallback) used theirs.
+            "decoding": {
+                engine: decoding.as_dict()
+                for engine, decoding in self.plan.runtime.decoding.items()
+            },
             "decision": self.decision,
             "guard": {
                 "intent": verdict.intent,
@@ -78,8 +84,13 @@ class ChatRun:
                 "injection_score": verdict.injection_score,
                 "injection_rules": list(verdict.injection_rules),
                 "reply_cut_for_leak": bool(self.reply_filter and self.reply_filter.leaked),
+                "reply_cut_for_repetition": bool(self.reply_filter and self.reply_filter.looped),
             },
-            "pii": {"protected": self.guard.protected, "masked_in_reply": masked},
+            "pii": {
+                "protected": self.guard.protected,
+                "masked_in_reply": masked,
+                "unissued_in_reply": dict(self.reply_filter.unissued) if self.reply_filter else {},
+            },
             "entities": self.guard.entities,
             "context": {"dropped_messages": self.fit.dropped_messages if self.fit else 0},
             "retrieval": self.grounding.status,
@@ -254,6 +265,7 @@ class ChatPipeline:
             canary=self._services.canary_token,
             leak_min_chars=self._settings.guard.leak_min_chars,
             replacement=self._render(run.plan, "blocked"),
+            repetition=RepetitionGuard(),
         )
         reply = run.reply_filter
         last = GenerationDelta(text="")
@@ -264,11 +276,12 @@ class ChatPipeline:
                     continue
                 last = delta
                 text = reply.feed(delta.text).text if delta.text else ""
-                if delta.finish_reason is not None and not reply.leaked:
+                if delta.finish_reason is not None and not (reply.leaked or reply.looped):
                     text += reply.flush().text
-                if reply.leaked:
+                if reply.leaked or reply.looped:
                     _log.warning(
-                        "reply cut: system prompt leak", extra={"request_id": run.request_id}
+                        "reply cut: system prompt leak" if reply.leaked else "reply cut: loop",
+                        extra={"request_id": run.request_id},
                     )
                     yield GenerationDelta(
                         text, "stop", delta.prompt_tokens, delta.completion_tokens
@@ -438,6 +451,17 @@ class ChatPipeline:
         """One engine's deltas under the first-token and stall deadlines, noted in
         ``progress``; the engine's stream is cancelled at a deadline and always closed."""
         llm = self._settings.llm
+        # Each engine runs its own model, with its own repetition penalties.
+        decoding = run.plan.runtime.decoding_for(
+            "fallback" if client is self._services.fallback else "primary"
+        )
+        sampling = replace(
+            request.sampling,
+            repetition_penalty=decoding.repetition_penalty,
+            frequency_penalty=decoding.frequency_penalty,
+            presence_penalty=decoding.presence_penalty,
+        )
+        request = replace(request, sampling=sampling)
         deltas = with_deadlines(
             client.generate(request), first_s=llm.first_token_timeout_s, gap_s=llm.stall_timeout_s
         )

@@ -153,7 +153,7 @@ class TransformersEngine:
         cancelled: threading.Event,
     ) -> None:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
 
         class _QueueStreamer(BaseStreamer):
@@ -174,6 +174,12 @@ class TransformersEngine:
 
         options = request.sampling
         kwargs: dict[str, Any] = {"max_new_tokens": options.max_tokens}
+        if options.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = options.repetition_penalty
+        if options.frequency_penalty or options.presence_penalty:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [_AnswerPenalties(len(ids), options.frequency_penalty, options.presence_penalty)]
+            )
         if options.ignore_eos:
             kwargs["min_new_tokens"] = options.max_tokens
         if options.temperature > 0:
@@ -205,6 +211,27 @@ class TransformersEngine:
     async def shutdown(self) -> None:
         """Drop the model."""
         self._model = None
+
+
+class _AnswerPenalties:
+    """vLLM's (and OpenAI's) frequency and presence penalties, which ``generate`` lacks:
+    counted over the answer's tokens only, not the prompt's."""
+
+    def __init__(self, prompt_length: int, frequency: float, presence: float) -> None:
+        self._prompt_length = prompt_length
+        self._frequency = frequency
+        self._presence = presence
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        answer = input_ids[:, self._prompt_length :]
+        if answer.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(
+            1, answer, torch.ones_like(answer, dtype=scores.dtype)
+        )
+        return scores - self._frequency * counts - self._presence * (counts > 0).to(scores.dtype)
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:

@@ -157,6 +157,9 @@ class VLLMEngine:
             stop=list(options.stop) or None,
             seed=options.seed,
             ignore_eos=options.ignore_eos,
+            repetition_penalty=options.repetition_penalty,
+            frequency_penalty=options.frequency_penalty,
+            presence_penalty=options.presence_penalty,
             output_kind=RequestOutputKind.DELTA,
         )
         completion_tokens = 0

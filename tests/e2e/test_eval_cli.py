@@ -68,6 +68,9 @@ def test_enclave_eval_runs_the_datasets_and_the_scores_are_stored(
         stack.base_url,
         "--min-score",
         "0.7",
+        # The loop guard cuts every loop before the user sees it: none may reach an answer.
+        "--max-loop-rate",
+        "0",
         "--json",
     )
     assert done.returncode in (0, 1), done.stderr[-3000:]
@@ -84,6 +87,19 @@ def test_enclave_eval_runs_the_datasets_and_the_scores_are_stored(
     assert handbook["score"] >= 0.7, json.dumps(handbook["details"], indent=2)
     assert handbook["details"]["degraded_share"] == 0.0
     assert 0 < handbook["details"]["mean_completion_tokens"] <= 96
+    # The answers themselves are measured, and stored beside the retrieval score.
+    figures = handbook["figures"]
+    print(f"\nhandbook figures over 12 cases: {figures}")
+    assert set(figures) == {
+        "hint_correctness",
+        "citation_correctness",
+        "loop_rate",
+        "answer_or_quote_correctness",
+    }
+    assert figures["loop_rate"] == 0.0, json.dumps(handbook["details"]["cases"], indent=2)
+    # The best source of each grounded answer carries its quote, so the answer-or-quote
+    # figure is never below the answer's own.
+    assert figures["answer_or_quote_correctness"] >= figures["hint_correctness"]
     # Exit 1 exactly when a suite case failed (the handbook met --min-score above).
     suites = runs["suites"]
     assert done.returncode == (1 if suites["passed"] < suites["cases"] else 0), suites["details"]

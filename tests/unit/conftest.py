@@ -34,11 +34,16 @@ def settings(tmp_path: Path) -> Settings:
             "max_completion_tokens": 64,
         },
         llm={
-            "primary": {"served_name": "test-model", "max_model_len": 256},
+            "primary": {
+                "served_name": "test-model",
+                "max_model_len": 256,
+                "decoding": {"repetition_penalty": 1.15, "frequency_penalty": 0.2},
+            },
             "fallback": {
                 "served_name": "test-model",
                 "max_model_len": 256,
                 "engine": "transformers",
+                "decoding": {"presence_penalty": 0.4},
             },
             "default_max_tokens": 32,
         },

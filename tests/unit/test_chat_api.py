@@ -295,3 +295,62 @@ def test_the_answer_language_reaches_the_prompt_with_or_without_a_region(
         "language",
         "de-CH",
     )
+
+
+LOOPING_REPLY = (
+    "Ask the front desk for a badge. You can also ask your manager for a badge. "
+    "You can also ask your manager for a badge. You can also ask your manager for a badge. "
+    + " ".join(["You can also ask your manager for a badge."] * 20)
+)
+
+
+def test_a_looping_answer_is_cut_told_and_the_rest_not_generated_or_charged(
+    client: TestClient, primary: ScriptedLLM
+) -> None:
+    primary.reply = LOOPING_REPLY
+    data = client.post(URL, json=body(max_tokens=60)).json()
+    assert data["choices"][0]["message"]["content"].rstrip() == (
+        "Ask the front desk for a badge. You can also ask your manager for a badge."
+    )
+    assert data["choices"][0]["finish_reason"] == "stop"
+    assert data["enclave"]["guard"]["reply_cut_for_repetition"] is True
+    assert data["enclave"]["guard"]["reply_cut_for_leak"] is False
+    # The engine stopped when the loop was seen: the client pays for what was generated
+    # until then (the word after the repeated sentence), not for the 60-token budget.
+    assert primary.cancelled == 1
+    assert data["usage"]["completion_tokens"] == 26  # 25 words, then " You"
+
+
+def test_a_looping_answer_is_cut_in_a_stream_too(client: TestClient, primary: ScriptedLLM) -> None:
+    primary.reply = LOOPING_REPLY
+    response = client.post(URL, json=body(stream=True, max_tokens=60))
+    chunks = [json.loads(f) for f in iter_frames(response.content)[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text.rstrip() == (
+        "Ask the front desk for a badge. You can also ask your manager for a badge."
+    )
+    assert chunks[-1]["enclave"]["guard"]["reply_cut_for_repetition"] is True
+    assert primary.cancelled == 1
+
+
+def test_an_answer_that_does_not_loop_is_not_marked(client: TestClient) -> None:
+    data = client.post(URL, json=body()).json()
+    assert data["enclave"]["guard"]["reply_cut_for_repetition"] is False
+
+
+def test_each_engine_answers_with_its_models_repetition_penalties(
+    primary: ScriptedLLM, fallback: ScriptedLLM, client: TestClient
+) -> None:
+    data = client.post(URL, json=body()).json()
+    sampling = primary.requests[-1].sampling
+    # The unit settings give each model its own penalties (tests/unit/conftest.py).
+    assert (sampling.repetition_penalty, sampling.frequency_penalty) == (1.15, 0.2)
+    assert sampling.presence_penalty == 0.0
+    assert data["enclave"]["decoding"] == {
+        "primary": {"repetition_penalty": 1.15, "frequency_penalty": 0.2, "presence_penalty": 0.0},
+        "fallback": {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.4},
+    }
+    primary.fail_before_first = True
+    assert client.post(URL, json=body()).json()["enclave"]["engine"] == "scripted-fallback"
+    rescued = fallback.requests[-1].sampling
+    assert (rescued.repetition_penalty, rescued.presence_penalty) == (1.0, 0.4)

@@ -181,7 +181,12 @@ def test_a_handbook_run_is_scored_by_cited_sources_and_stored_without_text(
     details = stored["details"]
     assert "prompt_version: 2 different values" in details["notes"][0]
     assert details["versions_seen"] == {"prompt_version": {"prm_a": 3, "prm_b": 1}}
-    assert details["cases"]["q1"] == {"passed": True, "failures": []}
+    assert details["cases"]["q1"] == {
+        "passed": True,
+        "failures": [],
+        "citation": True,
+        "loop": False,
+    }
     assert details["cases"]["q4"]["passed"] is False
     assert details["mean_completion_tokens"] == 25.0
     assert details["fallback_share"] == 0.25

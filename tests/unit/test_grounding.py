@@ -166,3 +166,42 @@ def test_a_stalled_retriever_times_out_and_the_budget_trims_sources(
     assert stalled.status_code == 200
     assert stalled.json()["enclave"]["retrieval"] == "degraded"
     assert "0.05s" in stalled.json()["enclave"]["retrieval_detail"]["reason"]
+
+
+def test_the_best_source_carries_its_quote_and_the_others_none() -> None:
+    from api.grounding import Grounding
+    from index.base import Source
+
+    best = Source("kb", "it-laptop", "Laptops", "c1", 0.8, quote="You get 36 GB of RAM.")
+    other = Source("kb", "it-vpn", "VPN", "c2", 0.5)
+    cited = Grounding("ok", "kb", "v1", (best, other)).citations()
+    assert cited[0]["quote"] == "You get 36 GB of RAM."
+    assert "quote" not in cited[1]
+
+
+def test_the_quote_reaches_the_client_in_json_and_stream_but_not_the_audit_log(
+    client: TestClient, knowledge: FakeKnowledge, database: Database
+) -> None:
+    import asyncio
+    from dataclasses import replace
+
+    from sqlalchemy import select
+
+    from core.db import audit_log
+
+    best, other = knowledge.sources
+    knowledge.sources = (replace(best, quote="Use profile B at hotels."), other)
+    lineage = ask(client, "which vpn profile at the hotel?").json()["enclave"]
+    assert lineage["sources"][0]["quote"] == "Use profile B at hotels."
+    assert "quote" not in lineage["sources"][1]
+    last = json.loads(iter_frames(ask(client, "vpn at the hotel", stream=True).content)[-2])
+    assert last["enclave"]["sources"][0]["quote"] == "Use profile B at hotels."
+
+    async def audited() -> list[Any]:
+        async with database.reading() as connection:
+            rows = await connection.execute(select(audit_log.c.event))
+            return [row[0] for row in rows]
+
+    events = json.dumps(asyncio.run(audited()))
+    assert "it-vpn#0-aaaa" in events  # the sources are recorded by id
+    assert "Use profile B at hotels." not in events

@@ -78,8 +78,8 @@ def test_placeholders_a_model_wrote_in_square_brackets_are_restored(chunks: list
     assert run(make(vault), chunks) == "Dear Ana Silva at ana@northwind.example, [A] ok"
 
 
-def test_unknown_placeholder_is_left_alone() -> None:
-    assert run(make(), ["Hi <PERSON_9>!"]) == "Hi <PERSON_9>!"
+def test_unknown_placeholder_becomes_words_not_a_raw_tag() -> None:
+    assert run(make(), ["Hi <PERSON_9>!"]) == "Hi [unknown person]!"
 
 
 @pytest.mark.parametrize("chunks", every_split("Call (415) 555-0137 or bob@evil.example now"))
@@ -178,3 +178,49 @@ def test_digit_groups_are_held_until_complete(chunks: list[str]) -> None:
 def test_names_the_model_invented_are_masked_whatever_the_chunking(chunks: list[str]) -> None:
     vault = vault_with(("PERSON", "Ana Silva"))
     assert run(make(vault), chunks) == "Ask [person removed] or Ana Silva today."
+
+
+@pytest.mark.parametrize(
+    "chunks", every_split("Offices: <LOCATION_1>, <LOCATION_2> and [LOCATION_3].")
+)
+def test_placeholders_the_vault_never_issued_never_reach_the_user(chunks: list[str]) -> None:
+    # Seen: an answer listing <LOCATION_2>, <LOCATION_3>, ... as office names, invented.
+    vault = vault_with(("LOCATION", "Toronto"))
+    filter_ = make(vault)
+    assert run(filter_, chunks) == ("Offices: Toronto, [unknown location] and [unknown location].")
+    assert filter_.unissued == {"LOCATION": 2}
+
+
+def test_a_looping_reply_ends_at_its_last_sentence_and_says_so() -> None:
+    from api.repetition import RepetitionGuard
+
+    vault = vault_with(("PERSON", "Ana Silva"))
+    filter_ = ReplyFilter(vault, RegexScanner(), SYSTEM, CANARY, repetition=RepetitionGuard())
+    reply = (
+        "Ask <PERSON_1> for a badge. You can also ask the front desk for a badge. "
+        "You can also ask the front desk for a badge. You can also ask the front desk"
+    )
+    shown = []
+    for index in range(0, len(reply), 4):
+        part = filter_.feed(reply[index : index + 4])
+        shown.append(part.text)
+        if part.looped:
+            break
+    assert filter_.looped
+    # The repeated sentence was held back, never shown, then dropped.
+    assert "".join(shown).rstrip() == (
+        "Ask Ana Silva for a badge. You can also ask the front desk for a badge."
+    )
+    assert filter_.feed(" more").text == ""
+    assert filter_.flush().looped
+
+
+def test_a_reply_without_a_loop_streams_unchanged_with_the_guard_on() -> None:
+    from api.repetition import RepetitionGuard
+
+    filter_ = ReplyFilter(
+        PlaceholderVault(), RegexScanner(), SYSTEM, CANARY, repetition=RepetitionGuard()
+    )
+    reply = "Laptops are replaced every 4 years. Data scientists get 36 GB of RAM."
+    assert run(filter_, [reply[i : i + 3] for i in range(0, len(reply), 3)]) == reply
+    assert not filter_.looped

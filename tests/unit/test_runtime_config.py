@@ -22,6 +22,7 @@ from api.security import Principal
 from core.db import Database, audit_log
 from core.errors import InvalidRequest
 from core.runtime_config import (
+    Decoding,
     EffectiveRuntime,
     RuntimeOverrides,
     cohort,
@@ -90,7 +91,7 @@ def test_every_problem_is_listed_with_its_path() -> None:
         "retrieval.top_k: must be at most 20 (got 50)",
         "retrieval.min_score: must be at least 0.0 (got -0.1)",
         "bogus: unknown setting; known here: features, models, retrieval, generation, limits, "
-        "pii, rollout",
+        "pii, decoding, rollout",
     ]
 
 
@@ -223,6 +224,7 @@ def test_without_overrides_the_settings_apply() -> None:
         allowed_places=(),
         rollout=None,
         version="g0.t0",
+        decoding={"primary": Decoding(), "fallback": Decoding()},
     )
     assert _merge(_settings(**NO_FALLBACK)).fallback_enabled is False
 
@@ -590,3 +592,47 @@ def test_a_place_that_is_not_a_name_is_refused_with_its_path() -> None:
         "pii.allow_places.2: must be a place name of 1-100 characters, no < > or control "
         "characters",
     ]
+
+
+def test_decoding_penalties_are_per_engine_from_the_model_settings_then_global_then_tenant() -> (
+    None
+):
+    settings = _settings(
+        llm={
+            "primary": {"decoding": {"repetition_penalty": 1.2, "frequency_penalty": 0.3}},
+            "fallback": {"engine": "transformers", "decoding": {"presence_penalty": 0.5}},
+        }
+    )
+    runtime = _merge(
+        settings,
+        global_doc={"decoding": {"primary": {"repetition_penalty": 1.1}}},
+        tenant_doc={"decoding": {"fallback": {"repetition_penalty": 1.3}}},
+        numbers=(1, 1),
+    )
+    assert runtime.decoding_for("primary") == Decoding(1.1, 0.3, 0.0)
+    assert runtime.decoding_for("fallback") == Decoding(1.3, 0.0, 0.5)
+    assert runtime.as_dict()["decoding"]["primary"] == {
+        "repetition_penalty": 1.1,
+        "frequency_penalty": 0.3,
+        "presence_penalty": 0.0,
+    }
+
+
+def test_decoding_overrides_are_checked() -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        validate_overrides(
+            {"decoding": {"primary": {"repetition_penalty": 0, "top_k": 3}}}, _settings()
+        )
+    problems = raised.value.extra["problems"]
+    assert any(
+        p.startswith("decoding.primary.repetition_penalty: Input should be greater than 0")
+        for p in problems
+    )
+    assert any(
+        "decoding.primary.top_k: unknown setting; known here: repetition_penalty" in p
+        for p in problems
+    )
+    with pytest.raises(InvalidRequest, match=r"decoding\.fallback needs llm\.fallback configured"):
+        validate_overrides(
+            {"decoding": {"fallback": {"repetition_penalty": 1.2}}}, _settings(**NO_FALLBACK)
+        )
