@@ -613,8 +613,9 @@ class HistorySettings(_Section):
     retired_vault_key_files: list[Path] = Field(
         default_factory=list,
         description="Earlier deployment keys, read only to unwrap data keys they wrapped; "
-        "each such key is re-wrapped under vault_key_file on its next use and by "
-        "`enclave history rewrap`. Remove a file once that reports nothing left.",
+        "each such key is re-wrapped under vault_key_file when its user's next answer is "
+        "recorded, and all at once by `enclave history rewrap`; remove a file once that "
+        "reports nothing unreadable.",
     )
 
     def vault_key_path(self, data_dir: Path) -> Path:

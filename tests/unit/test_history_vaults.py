@@ -194,3 +194,36 @@ def test_the_key_file_is_made_once_with_mode_600_and_must_hold_32_bytes(
         DeploymentKey.from_file(bad)
     with pytest.raises(ConfigurationError, match="mount the Secret"):
         DeploymentKey.from_file(tmp_path / "missing")
+
+
+async def test_enclave_history_rewrap_moves_every_key_to_the_new_deployment_key(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+    import asyncio
+    import json
+
+    from core.db import database_url, upgrade
+    from serving.history_cli import _rewrap
+
+    await asyncio.to_thread(upgrade, database_url(settings))
+    old_file = settings.history.vault_key_path(settings.paths.data_dir)
+    database = Database.from_settings(settings)
+    try:
+        store = ConversationStore(database, HistoryKeyring.from_settings(settings))
+        await _record(store, database, "u1", {"<PERSON_1>": PERSON}, "Call <PERSON_1>")
+    finally:
+        await database.dispose()
+    new_file = tmp_path / "new-key"
+    new_file.write_bytes(base64.b64encode(b"n" * 32))
+    rotated = settings.model_copy(
+        update={
+            "history": settings.history.model_copy(
+                update={"vault_key_file": new_file, "retired_vault_key_files": [old_file]}
+            )
+        }
+    )
+    assert await asyncio.to_thread(_rewrap, rotated, argparse.Namespace()) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["rewrapped"] == 1
+    assert printed["deployment_key_id"] == DeploymentKey.from_file(new_file).key_id
