@@ -11,6 +11,7 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote as quote_path
@@ -203,7 +204,9 @@ def test_erasure_leaves_only_ciphertext_that_nothing_can_open(
             await database.dispose()
         return None if key is None else key.open(conversation, backup)
 
-    assert asyncio.run(_open()) is None
+    # Playwright's sync API holds this thread's event loop: open the store from another.
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, _open()).result() is None
 
 
 def test_sources_are_grouped_by_document_and_markers_open_their_passage(
