@@ -1,6 +1,7 @@
 """An exchange's record: its conversation rows and its audit record, in one transaction.
 
-The history keeps what the model saw and wrote (placeholders, never the user's values); the
+The history keeps what the model saw and wrote (placeholders, never the user's values in the
+clear: those go only into the conversation's vault, encrypted for its owner); the
 audit record keeps the lineage (ids, decisions, counts, timings). If either cannot be
 written, neither is, and the caller reports ``AuditUnavailable`` (503).
 """
@@ -93,6 +94,8 @@ async def record_exchange(
             user_id=principal.subject,
             conversation_id=chat.conversation_id,
             new_messages=_new_messages(chat, run, answer),
+            # Encrypted under the user's data key: the owner reads their own words later.
+            vault=run.guard.vault.mapping(),
         )
         record = await audit.append(
             connection,

@@ -44,6 +44,7 @@ __all__ = [
     "DatabaseSettings",
     "DeploymentResources",
     "GuardSettings",
+    "HistorySettings",
     "LLMModelSettings",
     "LLMSettings",
     "LimitsSettings",
@@ -631,6 +632,36 @@ class RetentionSettings(_Section):
     )
 
 
+class HistorySettings(_Section):
+    """The owner-only placeholder vaults of conversations (envelope encryption)."""
+
+    vault_key_file: Path | None = Field(
+        default=None,
+        description="The deployment key that wraps every user's history data key: 32 random "
+        "bytes, raw or base64 (a mounted Secret in a cluster, never in the database); null: "
+        "<data_dir>/secrets/history-vault-key.",
+    )
+    generate_vault_key: bool = Field(
+        default=True,
+        description="Create the key file (mode 600) on first use when it does not exist "
+        "(embedded mode); false in a cluster, so that a missing Secret stops start-up instead "
+        "of each replica wrapping keys with one of its own.",
+    )
+    retired_vault_key_files: list[Path] = Field(
+        default_factory=list,
+        description="Earlier deployment keys, read only to unwrap data keys they wrapped; "
+        "each such key is re-wrapped under vault_key_file when its user's next answer is "
+        "recorded, and all at once by `enclave history rewrap`; remove a file once that "
+        "reports nothing unreadable.",
+    )
+
+    def vault_key_path(self, data_dir: Path) -> Path:
+        """The deployment key file: the configured one, else the default in the data dir."""
+        if self.vault_key_file is not None:
+            return self.vault_key_file
+        return data_dir / "secrets" / "history-vault-key"
+
+
 class RaySettings(_Section):
     """The embedded Ray cluster (ignored when connecting to an existing cluster)."""
 
@@ -846,6 +877,9 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(
         default_factory=RetentionSettings, description="How long data is kept."
     )
+    history: HistorySettings = Field(
+        default_factory=HistorySettings, description="Owner-only placeholder vaults."
+    )
     ray: RaySettings = Field(default_factory=RaySettings, description="Embedded Ray.")
     telemetry: TelemetrySettings = Field(
         default_factory=TelemetrySettings, description="Logs, metrics, traces."
@@ -899,6 +933,15 @@ class Settings(BaseSettings):
         audit = self.audit.model_copy(
             update={"signing_key_file": None if key_file is None else absolute(key_file)}
         )
+        vault_file = self.history.vault_key_file
+        history = self.history.model_copy(
+            update={
+                "vault_key_file": None if vault_file is None else absolute(vault_file),
+                "retired_vault_key_files": [
+                    absolute(p) for p in self.history.retired_vault_key_files
+                ],
+            }
+        )
         return self.model_copy(
             update={
                 "paths": paths,
@@ -906,6 +949,7 @@ class Settings(BaseSettings):
                 "retrieval": retrieval,
                 "database": database,
                 "audit": audit,
+                "history": history,
             }
         )
 

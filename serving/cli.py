@@ -1,4 +1,5 @@
-"""The ``enclave`` command: ``models``, ``db``, ``kb``, ``serve``, ``config``, ``eval``."""
+"""The ``enclave`` command: ``models``, ``db``, ``kb``, ``serve``, ``config``, ``eval``,
+``history``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from core.telemetry import configure_logging
 from serving.audit_cli import add_audit_commands
 from serving.canary_cli import add_canary_commands
 from serving.eval_cli import add_eval_commands
+from serving.history_cli import add_history_commands
 from serving.kb_cli import add_db_commands, add_kb_commands
 from serving.keys_cli import add_keys_commands
 
@@ -136,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     add_audit_commands(commands)
     add_canary_commands(commands)
     add_eval_commands(commands)
+    add_history_commands(commands)
     return parser
 
 

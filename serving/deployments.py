@@ -238,6 +238,7 @@ class APIIngress:
         from api.app import create_app
         from api.history import ConversationStore
         from api.services import Services
+        from api.vault_keys import HistoryKeyring
         from core.audit import AuditLog
         from core.metrics import EnclaveMetrics
         from models.pii.pattern_scanner import PatternScanner
@@ -279,7 +280,7 @@ class APIIngress:
             security=build_security(settings, db, registry),
             database=db,
             audit=AuditLog.from_settings(settings),
-            history=ConversationStore(db),
+            history=ConversationStore(db, HistoryKeyring.from_settings(settings)),
             metrics=metrics,
             knowledge=(
                 HandleKnowledgeService(self._retriever) if self._retriever is not None else None

@@ -23,6 +23,7 @@ from api.security import (
     issue_api_key,
 )
 from api.services import Security, Services
+from api.vault_keys import DeploymentKey, HistoryKeyring
 from core.audit import AuditLog, AuditSigner
 from core.db import Database
 from core.errors import ServiceUnavailable
@@ -352,7 +353,7 @@ def build_services(
         "security": keys.security(settings),
         "database": database,
         "audit": AuditLog(AuditSigner.generate()),
-        "history": ConversationStore(database),
+        "history": ConversationStore(database, HistoryKeyring(DeploymentKey.generate())),
         "knowledge": FakeKnowledge(),
     }
     parts.update(overrides)

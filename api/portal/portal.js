@@ -192,6 +192,7 @@ async function enter() {
   $("whoami").hidden = false;
   $("sign-out").hidden = false;
   $("profile-open").hidden = false;
+  $("history-toggle").hidden = false;
   $("sign-in-view").hidden = true;
   $("app-view").hidden = false;
   newConversation();
@@ -209,6 +210,8 @@ function signOut(message = "You are signed out.") {
   forgetCredentials();
   if ($("profile-dialog").open) $("profile-dialog").close();
   $("profile-open").hidden = true;
+  $("history-toggle").hidden = true;
+  setDrawer(false);
   state.me = null;
   state.profile = { ...DEFAULT_PROFILE };
   state.messages = [];
@@ -233,11 +236,19 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
+/** Keep the newest text in view while it streams, unless the reader scrolled up to read;
+ *  only the conversation scrolls, so the composer below it never leaves the screen. */
+function followLog(always = false) {
+  const log = $("conversation");
+  const nearEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 120;
+  if (always || nearEnd) log.scrollTop = log.scrollHeight;
+}
+
 function addUserTurn(text) {
   const turn = el("article", { class: "turn user", "aria-label": "You" }, el("p", { class: "who" }, "You"));
   turn.append(text); // text node: shown as typed
   $("conversation").append(turn);
-  turn.scrollIntoView({ block: "end" });
+  followLog(true);
 }
 
 function addAssistantTurn() {
@@ -263,24 +274,94 @@ function addAssistantTurn() {
 function paint(view) {
   // The only HTML written into the page: renderMarkdown escapes everything first.
   view.answer.innerHTML = renderMarkdown(view.text);
-  view.turn.scrollIntoView({ block: "end" });
+  followLog();
+}
+
+/** Sources grouped by document: one entry per document, its passages under it, each passage
+ *  keeping the number that its `[n]` markers in the answer point at. */
+function groupSources(sources) {
+  const groups = new Map();
+  for (const source of sources) {
+    const key = `${source.knowledge_base}\u0000${source.document_id}`;
+    if (!groups.has(key)) groups.set(key, { title: source.title, documentId: source.document_id, passages: [] });
+    groups.get(key).passages.push(source);
+  }
+  for (const group of groups.values()) group.passages.sort((a, b) => a.number - b.number);
+  return [...groups.values()];
+}
+
+function passageLabel(source) {
+  const where = (source.heading_path || []).filter(Boolean).join(" › ");
+  return `[${source.number}] ${where || "Passage"}`;
 }
 
 function showSources(view, sources) {
   view.sources.replaceChildren();
   if (!sources || !sources.length) return;
-  const list = el("ol", { class: "sources", "aria-label": "Sources" });
-  for (const source of sources) {
-    const label = `[${source.number}] ${source.title} (${source.document_id})`;
+  const list = el("ul", { class: "sources", "aria-label": "Sources" });
+  for (const group of groupSources(sources)) {
+    const passages = el("ul", { class: "passages" });
+    for (const source of group.passages) {
+      const item = el(
+        "li",
+        {},
+        el(
+          "button",
+          {
+            type: "button",
+            class: "link citation",
+            "data-number": String(source.number),
+            onclick: () => openPassage(source),
+          },
+          passageLabel(source),
+        ),
+      );
+      // Optional: the sentence(s) of the passage that answer the question.
+      if (source.quote) item.append(el("p", { class: "quote" }, `“${source.quote}”`));
+      passages.append(item);
+    }
     list.append(
       el(
         "li",
-        { value: String(source.number) },
-        el("button", { type: "button", class: "link citation", onclick: () => openPassage(source) }, label),
+        {},
+        el("p", { class: "source-doc" }, `${group.title} `, el("span", { class: "doc-id" }, `(${group.documentId})`)),
+        passages,
       ),
     );
   }
   view.sources.append(el("p", { class: "sources-title" }, "Sources"), list);
+  linkCitations(view, sources);
+}
+
+/** Turn the answer's `[n]` markers into buttons that open passage n. */
+function linkCitations(view, sources) {
+  const byNumber = new Map(sources.map((source) => [String(source.number), source]));
+  const walker = document.createTreeWalker(view.answer, NodeFilter.SHOW_TEXT);
+  const found = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.parentElement.closest("pre, code, a, button")) continue;
+    if (/\[\d{1,3}\]/.test(node.nodeValue)) found.push(node);
+  }
+  for (const node of found) {
+    const parts = node.nodeValue.split(/(\[\d{1,3}\])/);
+    const pieces = parts.map((part) => {
+      const match = /^\[(\d{1,3})\]$/.exec(part);
+      const source = match && byNumber.get(match[1]);
+      if (!source) return document.createTextNode(part);
+      return el(
+        "button",
+        {
+          type: "button",
+          class: "cite",
+          "data-number": match[1],
+          "aria-label": `Source ${match[1]}: ${source.title}`,
+          onclick: () => openPassage(source),
+        },
+        part,
+      );
+    });
+    node.replaceWith(...pieces);
+  }
 }
 
 function addTools(view, { regenerate, feedback = false }) {
@@ -426,12 +507,23 @@ async function openPassage(source) {
     $("passage-title").textContent = `[${source.number}] ${passage.title}`;
     const where = [passage.knowledge_base, passage.doc_id, ...(passage.heading_path || [])];
     $("passage-where").textContent = where.join(" › ");
-    $("passage-text").textContent = passage.text;
+    showPassageText(passage.text, source.quote);
     $("passage").hidden = false;
     $("passage-close").focus();
   } catch (error) {
     showError(error, () => openPassage(source));
   }
+}
+
+/** The passage, with the quote (when the answer's source has one) highlighted. */
+function showPassageText(text, quote) {
+  const box = $("passage-text");
+  const at = quote ? text.indexOf(quote) : -1;
+  if (at < 0) {
+    box.textContent = text;
+    return;
+  }
+  box.replaceChildren(text.slice(0, at), el("mark", {}, quote), text.slice(at + quote.length));
 }
 
 // ---------------------------------------------------------------- chat
@@ -703,34 +795,169 @@ async function saveProfile() {
 
 // ---------------------------------------------------------------- history
 
+const HISTORY_PAGE = 30;
+const history = { cursor: null, loading: false, generation: 0 };
+
+/** The first page of the history (again): after a search, a new answer, a rename. */
 async function loadHistory() {
-  const search = $("search").value.trim();
-  const query = search ? `?search=${encodeURIComponent(search)}` : "";
-  try {
-    const { data } = await (await api(`/v1/conversations${query}`)).json();
-    $("history").replaceChildren(...data.map(historyItem));
-    $("history-status").textContent = data.length ? "" : "No conversations yet.";
-  } catch (error) {
-    showError(error, loadHistory);
-  }
+  history.generation += 1;
+  history.cursor = null;
+  history.loading = false;
+  await loadHistoryPage(true);
 }
+
+/** The next, older page; called as the end of the list scrolls into view. */
+async function loadHistoryPage(first = false) {
+  if (history.loading || (!first && !history.cursor)) return;
+  const generation = history.generation;
+  history.loading = true;
+  const params = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+  const search = $("search").value.trim();
+  if (search) params.set("search", search);
+  if (!first) params.set("before", history.cursor);
+  try {
+    const page = await (await api(`/v1/conversations?${params}`)).json();
+    if (generation !== history.generation) return; // a newer search replaced this list
+    // Conversations move to the top when answered: never list one twice across pages.
+    const shownIds = first ? new Set() : new Set([...$("history").children].map((li) => li.dataset.id));
+    const items = page.data.filter((c) => !shownIds.has(c.id)).map(historyItem);
+    if (first) $("history").replaceChildren(...items);
+    else $("history").append(...items);
+    history.cursor = page.next_cursor || null;
+    $("history-more").hidden = !history.cursor;
+    const shown = $("history").children.length;
+    $("history-status").textContent = shown ? "" : "No conversations yet.";
+  } catch (error) {
+    showError(error, () => loadHistoryPage(first));
+  } finally {
+    if (generation === history.generation) history.loading = false;
+  }
+  // A tall screen may show the whole first page: fill it before waiting for a scroll.
+  if (history.cursor && generation === history.generation && moreInView()) loadHistoryPage();
+}
+
+function moreInView() {
+  const box = $("history-scroll");
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 80 && box.clientHeight > 0;
+}
+
+const ITEM_ACTIONS = [
+  { label: "Rename", act: (c) => rename(c) },
+  { label: "Export as Markdown", act: (c) => exportConversation(c, "markdown") },
+  { label: "Export as JSON", act: (c) => exportConversation(c, "json") },
+  { label: "Delete", act: (c) => remove(c), danger: true },
+];
 
 function historyItem(conversation) {
   const title = conversation.title || "Untitled";
   const item = el("li", { "data-id": conversation.id });
   if (conversation.id === state.conversationId) item.classList.add("current");
+  const menuId = `menu-${conversation.id}`;
+  const toggle = el(
+    "button",
+    {
+      type: "button",
+      class: "secondary menu-button",
+      "aria-haspopup": "menu",
+      "aria-expanded": "false",
+      "aria-controls": menuId,
+      "aria-label": `Actions for “${title}”`,
+    },
+    el("span", { "aria-hidden": "true" }, "\u22EF"),
+  );
+  const menu = el("ul", { id: menuId, class: "item-menu", role: "menu", "aria-label": `Actions for “${title}”`, hidden: "" });
+  for (const action of ITEM_ACTIONS) {
+    const entry = el(
+      "button",
+      {
+        type: "button",
+        role: "menuitem",
+        tabindex: "-1",
+        class: action.danger ? "danger" : "",
+        onclick: () => {
+          closeMenu(menu, toggle, false);
+          action.act(conversation);
+        },
+      },
+      action.label,
+    );
+    menu.append(el("li", { role: "none" }, entry));
+  }
+  toggle.addEventListener("click", () => (menu.hidden ? openMenu(menu, toggle) : closeMenu(menu, toggle)));
+  toggle.addEventListener("keydown", (event) => {
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      openMenu(menu, toggle, event.key === "ArrowUp" ? -1 : 0);
+    }
+  });
+  menu.addEventListener("keydown", (event) => menuKeys(event, menu, toggle));
   item.append(
-    el("button", { type: "button", class: "link open", onclick: () => openConversation(conversation.id) }, title),
-    el(
-      "div",
-      { class: "tools" },
-      el("button", { type: "button", class: "secondary", "aria-label": `Rename “${title}”`, onclick: () => rename(conversation) }, "Rename"),
-      el("button", { type: "button", class: "secondary", "aria-label": `Export “${title}” as Markdown`, onclick: () => exportConversation(conversation, "markdown") }, "Markdown"),
-      el("button", { type: "button", class: "secondary", "aria-label": `Export “${title}” as JSON`, onclick: () => exportConversation(conversation, "json") }, "JSON"),
-      el("button", { type: "button", class: "secondary", "aria-label": `Delete “${title}”`, onclick: () => remove(conversation) }, "Delete"),
-    ),
+    el("button", { type: "button", class: "link open", title, onclick: () => openConversation(conversation.id) }, title),
+    toggle,
+    menu,
   );
   return item;
+}
+
+let openedMenu = null;
+
+function openMenu(menu, toggle, index = 0) {
+  if (openedMenu) closeMenu(openedMenu.menu, openedMenu.toggle, false);
+  menu.hidden = false;
+  toggle.setAttribute("aria-expanded", "true");
+  openedMenu = { menu, toggle };
+  const items = [...menu.querySelectorAll('[role="menuitem"]')];
+  items.at(index).focus();
+}
+
+function closeMenu(menu, toggle, refocus = true) {
+  menu.hidden = true;
+  toggle.setAttribute("aria-expanded", "false");
+  if (openedMenu && openedMenu.menu === menu) openedMenu = null;
+  if (refocus) toggle.focus();
+}
+
+/** The WAI-ARIA menu button pattern: arrows move, Home/End jump, Esc and Tab close. */
+function menuKeys(event, menu, toggle) {
+  const items = [...menu.querySelectorAll('[role="menuitem"]')];
+  const at = items.indexOf(document.activeElement);
+  const move = { ArrowDown: 1, ArrowUp: -1 }[event.key];
+  if (move) {
+    event.preventDefault();
+    items[(at + move + items.length) % items.length].focus();
+  } else if (event.key === "Home" || event.key === "End") {
+    event.preventDefault();
+    items.at(event.key === "Home" ? 0 : -1).focus();
+  } else if (event.key === "Escape") {
+    event.preventDefault();
+    event.stopPropagation();
+    closeMenu(menu, toggle);
+  } else if (event.key === "Tab") {
+    closeMenu(menu, toggle, false);
+  }
+}
+
+// ---------------------------------------------------------------- the history drawer (phones)
+
+const NARROW = window.matchMedia("(max-width: 48rem)");
+
+function setDrawer(open) {
+  $("app-view").classList.toggle("drawer-open", open);
+  $("history-toggle").setAttribute("aria-expanded", String(open));
+  $("drawer-backdrop").hidden = !open;
+  if (open) $("new-chat").focus();
+}
+
+function closeDrawerIfNarrow(refocus = false) {
+  if (!NARROW.matches || !$("app-view").classList.contains("drawer-open")) return;
+  setDrawer(false);
+  if (refocus) $("history-toggle").focus();
+}
+
+function markCurrent() {
+  for (const item of $("history").children) {
+    item.classList.toggle("current", item.dataset.id === state.conversationId);
+  }
 }
 
 async function openConversation(id) {
@@ -754,7 +981,9 @@ async function openConversation(id) {
       state.messages.push({ role: message.role, content: message.content });
     }
     setPhase(`Opened “${conversation.title || "Untitled"}”.`);
-    loadHistory();
+    markCurrent();
+    closeDrawerIfNarrow();
+    $("message").focus();
   } catch (error) {
     showError(error, () => openConversation(id));
   }
@@ -831,7 +1060,23 @@ async function start() {
     saveProfile();
   });
   $("error-sign-in").addEventListener("click", () => signOut());
-  $("new-chat").addEventListener("click", newConversation);
+  $("new-chat").addEventListener("click", () => {
+    newConversation();
+    closeDrawerIfNarrow();
+  });
+  $("history-toggle").addEventListener("click", () => setDrawer(!$("app-view").classList.contains("drawer-open")));
+  $("history-close").addEventListener("click", () => closeDrawerIfNarrow(true));
+  $("drawer-backdrop").addEventListener("click", () => closeDrawerIfNarrow(true));
+  NARROW.addEventListener("change", () => setDrawer(false));
+  $("history-more").addEventListener("click", () => loadHistoryPage());
+  $("history-scroll").addEventListener("scroll", () => {
+    if (moreInView()) loadHistoryPage();
+  });
+  document.addEventListener("click", (event) => {
+    if (openedMenu && !openedMenu.menu.parentElement.contains(event.target)) {
+      closeMenu(openedMenu.menu, openedMenu.toggle, false);
+    }
+  });
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     loadHistory();
@@ -862,7 +1107,9 @@ async function start() {
     }
   });
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && state.busy) stop();
+    if (event.key !== "Escape") return;
+    if (state.busy) stop();
+    else closeDrawerIfNarrow(true);
   });
   await loadSignInConfig();
   let token = null;

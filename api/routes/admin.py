@@ -112,7 +112,9 @@ async def erase_person(
     subject: str, tenant: str, principal: Principal, services: Services
 ) -> dict[str, Any]:
     """Their conversations and the documents they uploaded (and those documents' vectors)
-    are deleted; the audit log keeps PII-free records and an ``erasure`` record of this."""
+    are deleted, and their history data key is destroyed, so that copies of their encrypted
+    placeholder vaults (backups) no longer open (docs/operations.md, "History vault keys");
+    the audit log keeps PII-free records and an ``erasure`` record of this."""
     if not _TENANT.fullmatch(tenant) or not 1 <= len(subject) <= 128:
         raise InvalidRequest("Give the person's pseudonymous subject id and their tenant.")
     return await erase_subject(services, principal, tenant, subject)

@@ -1,4 +1,7 @@
-"""``/v1/conversations``: the caller's own chat history — list, read, rename, delete, export."""
+"""``/v1/conversations``: the caller's own chat history — list, read, rename, delete, export.
+
+Responses restore the caller's own words from their conversation's encrypted vault; nobody
+else can reach these conversations (another user's are "not found")."""
 
 from __future__ import annotations
 
@@ -33,18 +36,21 @@ class ConversationController(Controller):
         history: ConversationStore,
         search: str | None = None,
         limit: int = 50,
+        before: str | None = None,
     ) -> dict[str, Any]:
-        """Titles and times; ``search`` matches the start of a title."""
-        found = await history.list_conversations(
-            principal.tenant, principal.subject, search=search, limit=limit
+        """Titles (in your own words) and times, one page at a time: pass ``next_cursor`` as
+        ``before`` for the next, older page (null: no more); ``search`` matches the start of
+        a stored title."""
+        found, following = await history.list_conversations(
+            principal.tenant, principal.subject, search=search, limit=limit, before=before
         )
-        return {"data": found}
+        return {"data": found, "next_cursor": following}
 
     @get("/{conversation_id:str}", summary="Read a conversation")
     async def read(
         self, conversation_id: str, principal: Principal, history: ConversationStore
     ) -> dict[str, Any]:
-        """Its messages in order, with the sources each answer cited."""
+        """Its messages in order, in your own words, with the sources each answer cited."""
         return await history.read(principal.tenant, principal.subject, conversation_id)
 
     @patch("/{conversation_id:str}", summary="Rename a conversation")

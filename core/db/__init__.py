@@ -3,7 +3,8 @@
 SQLite (a file in the data dir) by default, PostgreSQL in production; the same tables and
 migrations serve both. ``core.db.schema`` (knowledge bases, API keys),
 ``core.db.audit_schema`` (audit log, history) and ``core.db.quality_schema`` (prompt and
-configuration versions, quality signals, evaluation runs, profiles) put every table on one
+configuration versions, quality signals, evaluation runs, profiles), ``core.db.vault_schema``
+(users' wrapped history keys) put every table on one
 ``MetaData``, so that one Alembic history covers the whole database; the packages that own
 the data (``index``, ``api``) query them.
 """
@@ -31,6 +32,7 @@ from core.db.quality_schema import (
 )
 from core.db.schema import api_keys, kb_chunks, kb_documents, knowledge_bases, metadata
 from core.db.times import as_utc
+from core.db.vault_schema import history_keys
 
 __all__ = [
     "GENESIS_HASH",
@@ -48,6 +50,7 @@ __all__ = [
     "database_url",
     "eval_runs",
     "head_revision",
+    "history_keys",
     "kb_chunks",
     "kb_documents",
     "knowledge_bases",

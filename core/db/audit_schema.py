@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -75,6 +76,12 @@ conversations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("deleted_at", DateTime(timezone=True), nullable=True),
+    Column(
+        "vault",
+        LargeBinary,
+        nullable=True,
+        comment="placeholder -> value map, AES-GCM under its user's data key (history_keys)",
+    ),
     Index(None, "tenant", "user_id", "updated_at"),
 )
 

@@ -76,6 +76,11 @@ class PlaceholderVault:
             text = text.replace(value, placeholder)
         return text
 
+    def mapping(self) -> dict[str, str]:
+        """Placeholder → value, in the order minted: only for the owner's encrypted history
+        vault (``api.vault_keys``), never for a log or the database in the clear."""
+        return dict(self._by_placeholder)
+
     def counts(self) -> dict[str, int]:
         """How many distinct values of each type were protected (no values)."""
         return dict(self._counters)

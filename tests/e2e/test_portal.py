@@ -115,8 +115,10 @@ def test_staff_member_chats_opens_a_source_and_manages_history(
     message = browser_page.get_by_label("Message")
     message.fill(QUESTION)
     message.press("Enter")
-    # The VPN document may be cited more than once (several of its passages): open the first.
-    citation = browser_page.locator("button.citation", has_text="it-vpn").first
+    # Sources are grouped by document: the VPN document once, its passages under it.
+    citation = (
+        browser_page.locator(".sources > li", has_text="it-vpn").locator("button.citation").first
+    )
     expect(citation).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
     expect(browser_page.locator("#phase")).to_contain_text("Done")
     answer = browser_page.locator(".turn.assistant .answer").first
@@ -147,7 +149,8 @@ def test_staff_member_chats_opens_a_source_and_manages_history(
     conversation_id = current.get_attribute("data-id")
     assert conversation_id
     browser_page.once("dialog", lambda dialog: dialog.accept("VPN on the road"))
-    current.get_by_role("button", name="Rename").click()
+    current.get_by_role("button", name="Actions for").click()
+    current.get_by_role("menuitem", name="Rename").click()
     expect(browser_page.locator("#history li.current")).to_contain_text("VPN on the road")
     detail = httpx.get(f"{stack.base_url}/v1/conversations/{conversation_id}", headers=staff)
     assert detail.json()["title"] == "VPN on the road"
@@ -155,20 +158,22 @@ def test_staff_member_chats_opens_a_source_and_manages_history(
     browser_page.get_by_label("Search conversations").fill("VPN on the")
     expect(browser_page.locator(f'#history li[data-id="{conversation_id}"]')).to_have_count(1)
     browser_page.get_by_label("Search conversations").fill("zzz-nothing")
-    expect(browser_page.locator("#history li")).to_have_count(0)
+    expect(browser_page.locator("#history > li")).to_have_count(0)
     browser_page.get_by_label("Search conversations").fill("")
     item = browser_page.locator(f'#history li[data-id="{conversation_id}"]')
     expect(item).to_have_count(1)
 
     with browser_page.expect_download() as download_info:
-        item.get_by_role("button", name="Markdown").click()
+        item.get_by_role("button", name="Actions for").click()
+        item.get_by_role("menuitem", name="Export as Markdown").click()
     download = download_info.value
     assert download.suggested_filename == f"{conversation_id}.md"
     exported = Path(download.path()).read_text()
     assert QUESTION in exported
 
     browser_page.once("dialog", lambda dialog: dialog.accept())
-    item.get_by_role("button", name="Delete").click()
+    item.get_by_role("button", name="Actions for").click()
+    item.get_by_role("menuitem", name="Delete").click()
     expect(item).to_have_count(0)
     expect(browser_page.locator(".turn")).to_have_count(0)
     gone = httpx.get(f"{stack.base_url}/v1/conversations/{conversation_id}", headers=staff)

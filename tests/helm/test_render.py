@@ -25,7 +25,7 @@ from tests.helm.conftest import (
     Rendered,
     run_helm,
 )
-from tests.helm.pods import pod_templates
+from tests.helm.pods import pod_templates, ray_containers
 
 CRD_KINDS = {"RayService", "ServiceMonitor", "PrometheusRule"}
 
@@ -171,3 +171,26 @@ def test_deployments_the_settings_leave_out_get_no_overrides(render: Any) -> Non
     )
     names = [d["name"] for d in serve_config(rendered)["applications"][0]["deployments"]]
     assert names == ["api", "pii"]
+
+
+def test_the_history_vault_keys_are_mounted_files_never_values(render: Any) -> None:
+    rotating = render(
+        sets=[
+            "history.vaultKey.existingSecret=vault-new",
+            "history.retiredVaultKey.existingSecret=vault-old",
+        ]
+    )
+    for where, container in ray_containers(rotating):
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert env["ENCLAVE_HISTORY__VAULT_KEY_FILE"] == "/etc/enclave-secrets/history/vault-key"
+        # A list setting: the retired key's file, as JSON.
+        assert env["ENCLAVE_HISTORY__RETIRED_VAULT_KEY_FILES"] == (
+            '["/etc/enclave-secrets/history-retired/vault-key"]'
+        ), where
+    secrets = {
+        v["secret"]["secretName"]
+        for _, template in pod_templates(rotating)
+        for v in template["spec"].get("volumes", [])
+        if "secret" in v
+    }
+    assert {"vault-new", "vault-old"} <= secrets

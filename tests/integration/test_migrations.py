@@ -57,7 +57,7 @@ async def test_upgrade_creates_exactly_the_schema(url: str) -> None:
     await asyncio.to_thread(upgrade, url)
     differences, revision, heads = await _inspect(url)
     assert differences == []
-    assert revision == head_revision() == "0005"
+    assert revision == head_revision() == "0008"
     assert [(row[0], row[1], row[2]) for row in heads] == [(1, 0, GENESIS_HASH)]
 
 
@@ -66,6 +66,6 @@ async def test_upgrade_is_idempotent(url: str) -> None:
     await asyncio.to_thread(upgrade, url)
     differences, revision, heads = await _inspect(url)
     assert differences == []
-    assert revision == "0005"
+    assert revision == "0008"
     # A second upgrade must not seed a second chain head.
     assert len(heads) == 1

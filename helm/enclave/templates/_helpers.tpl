@@ -104,8 +104,9 @@ enclave.dev/ray-node: "true"
 {{- define "enclave.modelStoreDir" -}}/models{{- end -}}
 
 {{/*
-Secrets mounted as files, as a JSON list of {volume, secret, key, file, env}: the settings
-read keys from files (`*_file` fields), so a key never sits in an environment dump.
+Secrets mounted as files, as a JSON list of {volume, secret, key, file, env, value?}: the
+settings read keys from files (`*_file` fields), so a key never sits in an environment dump;
+`env` receives `value` when given (a list of files), else the file's path.
 */}}
 {{- define "enclave.secretFiles" -}}
 {{- $files := list -}}
@@ -118,6 +119,17 @@ read keys from files (`*_file` fields), so a key never sits in an environment du
 {{- end -}}
 {{- if .Values.audit.signingKey.existingSecret -}}
 {{- $files = append $files (dict "volume" "secret-audit-signing-key" "secret" .Values.audit.signingKey.existingSecret "key" .Values.audit.signingKey.key "file" (printf "%s/audit/signing-key" $dir) "env" .Values.audit.signingKey.envName) -}}
+{{- end -}}
+{{- with .Values.history.vaultKey -}}
+{{- if .existingSecret -}}
+{{- $files = append $files (dict "volume" "secret-history-vault-key" "secret" .existingSecret "key" .key "file" (printf "%s/history/vault-key" $dir) "env" "ENCLAVE_HISTORY__VAULT_KEY_FILE") -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.history.retiredVaultKey -}}
+{{- if .existingSecret -}}
+{{- $retired := printf "%s/history-retired/vault-key" $dir -}}
+{{- $files = append $files (dict "volume" "secret-history-retired-vault-key" "secret" .existingSecret "key" .key "file" $retired "env" "ENCLAVE_HISTORY__RETIRED_VAULT_KEY_FILES" "value" (list $retired | toJson)) -}}
+{{- end -}}
 {{- end -}}
 {{- toJson $files -}}
 {{- end -}}
@@ -190,7 +202,7 @@ serving/runtime_env.py `offline_environment` for the data dir below (a test comp
 {{- end }}
 {{- range (include "enclave.secretFiles" . | fromJsonArray) }}
 - name: {{ .env }}
-  value: {{ .file | quote }}
+  value: {{ .value | default .file | quote }}
 {{- end }}
 {{- range .Values.extraSecretEnv }}
 - name: {{ .name }}
