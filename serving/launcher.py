@@ -17,7 +17,12 @@ from types import FrameType
 from core.settings import Settings, config_version
 from core.telemetry import configure_logging
 from models.store import ModelStore
-from serving.runtime_env import ensure_ray_auth_token, offline_environment, prepare_home
+from serving.runtime_env import (
+    ensure_ray_auth_token,
+    offline_environment,
+    prepare_home,
+    serve_environment,
+)
 
 __all__ = ["EmbeddedStack", "run_foreground"]
 
@@ -64,6 +69,7 @@ class EmbeddedStack:
         for folder in (settings.paths.ray_dir, settings.paths.cache_dir):
             folder.mkdir(parents=True, exist_ok=True)
         os.environ.update(offline_environment(settings))
+        os.environ.update(serve_environment(settings))
         os.environ["HOME"] = str(prepare_home(data_dir))
         # Ray's token authentication stays on; its token lives in the data dir, not ~/.ray.
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_ray_auth_token(data_dir))

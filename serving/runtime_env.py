@@ -14,6 +14,7 @@ __all__ = [
     "ensure_ray_auth_token",
     "offline_environment",
     "prepare_home",
+    "serve_environment",
 ]
 
 
@@ -75,6 +76,18 @@ def _secret_file(path: Path, value: str) -> Path:
 def ensure_ray_auth_token(data_dir: Path) -> Path:
     """The Ray token file inside the data dir, created (mode 600) on first use."""
     return _secret_file(data_dir / "ray-auth-token", secrets.token_hex(32))
+
+
+def serve_environment(settings: Settings) -> dict[str, str]:
+    """Ray Serve's switches for the processes of the stack (read when Serve is imported)."""
+    if not settings.ray.serve_fast_path:
+        return {}
+    return {
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+        # Request-path access logs written in batches of 1,000 instead of one by one.
+        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+    }
 
 
 def ensure_canary_token(data_dir: Path) -> str:
