@@ -19,6 +19,7 @@ from api.pipeline import ChatPipeline
 from api.prompt_checks import SuiteRunner
 from api.prompt_registry import PromptRegistry, repo_layers
 from api.quality import QualityStore
+from api.request_body import JsonRequest
 from api.request_ids import echo_request_id
 from api.request_plan import Planner
 from api.routes import (
@@ -139,6 +140,7 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
         },
         before_send=hooks,
         exception_handlers=exception_handlers,
+        request_class=JsonRequest,
         request_max_body_size=settings.api.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Enclave API",
