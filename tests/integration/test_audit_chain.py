@@ -560,6 +560,56 @@ async def test_bundle_verifies_offline_and_names_what_was_modified(
     assert "not one of the trusted keys" in other.describe()
 
 
+def _without(good: Path, copy: Path, *lines: int) -> BundleProblem:
+    kept = [
+        line
+        for number, line in enumerate(good.read_text(encoding="utf-8").splitlines(True), 1)
+        if number not in lines
+    ]
+    copy.write_text("".join(kept), encoding="utf-8")
+    result = verify_bundle(copy)
+    assert not result.ok
+    assert result.problem is not None
+    assert result.problem.kind == "missing_seq"
+    return result.problem
+
+
+async def test_a_deleted_record_is_named_by_seq_and_its_neighbours(
+    audit: AuditLog, db: Database, tmp_path: Path
+) -> None:
+    for n in range(25):
+        async with audit.transaction(db) as connection:
+            await audit.append(
+                connection, tenant=f"t{n % 2}", actor="u", event_type="chat", event=chat_event(n)
+            )
+    copy = tmp_path / "copy.jsonl"
+    whole = await _bundle(audit, db, tmp_path / "all.jsonl")
+    # Unfiltered: the middle, the last and the first record (the last two passed as a count
+    # mismatch, "count says 25, the records give 24", naming nothing).
+    problem = _without(whole, copy, 13)
+    assert problem.seq == 13
+    assert "seq 12 (line 12) to seq 14 (line 13)" in problem.detail
+    problem = _without(whole, copy, 25)
+    assert problem.seq == 25
+    assert "seq 25 after seq 24 (line 24), the last record left" in problem.detail
+    problem = _without(whole, copy, 1)
+    assert problem.seq == 1
+    assert "seq 1 before seq 2 (line 1), the first record left" in problem.detail
+    # One tenant's bundle (seq 2, 4, …, 24): its records are not consecutive, so the gap
+    # is found against the seq numbers the signed manifest lists.
+    tenant = await _bundle(audit, db, tmp_path / "t1.jsonl", tenant="t1")
+    problem = _without(tenant, copy, 6)
+    assert problem.seq == 12
+    assert "1 record(s) missing: seq 12 between seq 10 (line 5) and seq 14 (line 6)" in (
+        problem.detail
+    )
+    problem = _without(tenant, copy, 11, 12)
+    assert problem.seq == 22
+    assert "2 record(s) missing" in problem.detail
+    assert "seq 22 after seq 20 (line 10)" in problem.detail
+    assert "seq 24" in problem.detail
+
+
 async def test_a_resigned_forgery_is_caught_by_pinning_the_key(
     audit: AuditLog, db: Database, tmp_path: Path
 ) -> None:
