@@ -2,6 +2,9 @@
 
 Auditors read their own tenant's records; verification covers the whole chain (it reveals
 only counts and the first broken sequence number). Exports stream in bounded memory.
+Every read an auditor makes is itself recorded (``audit.read``, ``audit.verified``,
+``audit.followed``, ``audit.exported``, ``audit.bundle_exported``): who watched the log is
+part of the log. A read whose record cannot be written fails with 503, as admin actions do.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class AuditController(Controller):
         self,
         principal: Principal,
         services: Services,
+        audit_trail: AuditTrail,
         since: datetime | None = None,
         until: datetime | None = None,
         tenant: str | None = None,
@@ -113,6 +117,15 @@ class AuditController(Controller):
                 if len(page) == limit:
                     break
         more = len(page) == limit
+        await audit_trail.action(
+            principal,
+            "audit.read",
+            filters=filters.as_dict(),
+            model=model,
+            decision=decision,
+            returned=len(page),
+            seqs=[page[0]["seq"], page[-1]["seq"]] if page else None,
+        )
         return {"data": page, "next_cursor": last_seen if more else None}
 
     @get("/export", summary="Export audit records as JSONL or CSV (streamed)")
@@ -151,11 +164,25 @@ class AuditController(Controller):
 
     @get("/verify", summary="Recompute the chain and signatures; name the first broken record")
     async def verify(
-        self, services: Services, start_seq: Seq | None = None, end_seq: Seq | None = None
+        self,
+        principal: Principal,
+        services: Services,
+        audit_trail: AuditTrail,
+        start_seq: Seq | None = None,
+        end_seq: Seq | None = None,
     ) -> dict[str, Any]:
         """``ok``, how many records were checked, and the first problem if any."""
         report = await services.audit.verify(
             services.database, start_seq=start_seq, end_seq=end_seq
+        )
+        await audit_trail.action(
+            principal,
+            "audit.verified",
+            start_seq=start_seq,
+            end_seq=end_seq,
+            ok=report.ok,
+            checked=report.checked,
+            problem_seq=None if report.problem is None else report.problem.seq,
         )
         problem = None
         if report.problem is not None:
@@ -212,11 +239,12 @@ class AuditController(Controller):
         )
 
     @get("/events", summary="Follow new audit records live (server-sent events)")
-    async def events(
+    async def events(  # noqa: PLR0917 - Litestar injects by name
         self,
         request: Request[Any, Any, Any],
         principal: Principal,
         services: Services,
+        audit_trail: AuditTrail,
         after_seq: Seq | None = None,
         idle_timeout_s: float = 300.0,
     ) -> Stream:
@@ -236,6 +264,7 @@ class AuditController(Controller):
             event_type=None,
             after_seq=None,
         )
+        await audit_trail.action(principal, "audit.followed", after_seq=cursor)
 
         async def follow() -> AsyncIterator[bytes]:
             nonlocal cursor

@@ -169,7 +169,8 @@ def test_auditors_query_export_verify_and_bundle(
     assert foreign.status_code == 403
     verified = client.get("/v1/audit/verify", headers=auditor).json()
     assert verified["ok"] is True
-    assert verified["checked"] == 5  # 3 chats, 1 admin action, 1 refused credential
+    # 3 chats, 1 admin action, 1 refused credential, and the auditor's 3 successful reads
+    assert verified["checked"] == 8
     jsonl = client.get("/v1/audit/export", headers=auditor)
     assert jsonl.headers["content-type"].startswith("application/x-ndjson")
     assert len(jsonl.text.splitlines()) >= 4
@@ -199,3 +200,23 @@ async def test_verify_names_a_tampered_record(
     report = client.get("/v1/audit/verify", headers=keys.header("auditor")).json()
     assert report["ok"] is False
     assert report["problem"]["seq"] == 2
+
+
+def test_auditors_own_reads_are_audited(
+    stack: tuple[TestClient, TestKeys, Any], database: Database
+) -> None:
+    client, keys, _ = stack
+    chat(client, keys, "vpn at the hotel")
+    auditor = keys.header("auditor")
+    assert client.get("/v1/audit/records", params={"limit": 5}, headers=auditor).is_success
+    assert client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
+    events = client.get("/v1/audit/events", params={"idle_timeout_s": 0}, headers=auditor)
+    assert events.is_success
+    # The auditor's three reads are now records of the log they read, by that auditor.
+    page = client.get("/v1/audit/records", params={"after_seq": 1}, headers=auditor).json()
+    reads = [(r["event_type"], r["actor"]) for r in page["data"]]
+    me = client.get("/v1/me", headers=auditor).json()["subject"]
+    assert reads[:3] == [("audit.read", me), ("audit.verified", me), ("audit.followed", me)]
+    first_read = page["data"][0]["event"]
+    assert (first_read["returned"], first_read["seqs"]) == (1, [1, 1])
+    assert page["data"][1]["event"]["ok"] is True
