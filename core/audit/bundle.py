@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from core.audit.canonical import CanonicalJSONError, canonical_json_bytes
+from core.audit.checkpoint import Checkpoint, compare_head
 from core.audit.export import ExportFilter, iter_records, record_line
 from core.audit.records import AuditRecord, Problem, check_record, format_time
 from core.audit.signing import AuditSigner, AuditVerifier, key_id_of
@@ -343,7 +344,9 @@ def _check_records(
     manifest: dict[str, Any],
     keys: AuditVerifier,
     trusted: Collection[str] | None,
-) -> tuple[int, int | None, int | None, str, int, list[str]]:
+    *,
+    watched: int | None = None,
+) -> tuple[int, int | None, int | None, str, str | None, list[str]]:
     contiguous = not any(
         name in manifest["filters"] for name in ("since", "until", "tenant", "actor", "event_type")
     )
@@ -351,6 +354,7 @@ def _check_records(
     count, first, previous, number = 0, None, None, 0
     used: set[str] = set()
     runs: list[_Run] = []
+    hash_at: str | None = None
     for number, raw in _record_lines(handle, stop):
         digest.update(raw)
         try:
@@ -379,6 +383,8 @@ def _check_records(
         if problem is not None:
             raise _record_problem(number, problem)
         used.add(record.key_id)
+        if seq == watched:
+            hash_at = record.hash
         if runs and runs[-1].last == seq - 1:
             runs[-1].last, runs[-1].last_line = seq, number
         else:
@@ -390,14 +396,42 @@ def _check_records(
     ranges = _expected_ranges(manifest, contiguous)
     if ranges is not None:
         _check_ranges(ranges, runs, number + 1)
-    return count, first, last, digest.hexdigest(), number, sorted(used)
+    return count, first, last, digest.hexdigest(), hash_at, sorted(used)
 
 
-def verify_bundle(path: Path, *, trusted_key_ids: Collection[str] | None = None) -> BundleReport:
+def _check_checkpoint(
+    checkpoint: Checkpoint,
+    manifest: dict[str, Any],
+    line: int,
+    keys: AuditVerifier,
+    *,
+    last: int | None,
+    hash_at: str | None,
+) -> None:
+    if manifest["filters"]:
+        raise _manifest_problem(
+            line,
+            "checkpoint_mismatch",
+            "a checkpoint is compared with an unfiltered bundle only "
+            "(export one without --from, --to or --tenant)",
+        )
+    problem = compare_head(checkpoint, keys, last, hash_at)
+    if problem is not None:
+        raise _Broken(BundleProblem("manifest", line, problem.seq, problem.kind, problem.detail))
+
+
+def verify_bundle(
+    path: Path,
+    *,
+    trusted_key_ids: Collection[str] | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> BundleReport:
     """Check a bundle offline; the report names the first broken record or the manifest.
 
     ``trusted_key_ids``: when given, the manifest and every record must be signed by one
-    of these keys. Raises ``OSError`` if the file cannot be read.
+    of these keys. ``checkpoint``: the latest signed head checkpoint the reader holds (from
+    WORM storage); an unfiltered bundle must still hold the head it saw, so a cut-off tail
+    is reported. Raises ``OSError`` if the file cannot be read.
     """
     with path.open("rb") as handle:
         start, raw = _last_line(handle)
@@ -413,8 +447,9 @@ def verify_bundle(path: Path, *, trusted_key_ids: Collection[str] | None = None)
                     "unknown_key",
                     f"signed by key {manifest['key_id']}, not one of the trusted keys",
                 )
-            count, first, last, digest, _, used = _check_records(
-                handle, start, manifest, keys, trusted_key_ids
+            watched = None if checkpoint is None else checkpoint.seq
+            count, first, last, digest, hash_at, used = _check_records(
+                handle, start, manifest, keys, trusted_key_ids, watched=watched
             )
             expected = {
                 "count": count,
@@ -429,6 +464,10 @@ def verify_bundle(path: Path, *, trusted_key_ids: Collection[str] | None = None)
                         "mismatch",
                         f"{name} says {manifest.get(name)!r}, the records give {value!r}",
                     )
+            if checkpoint is not None:
+                _check_checkpoint(
+                    checkpoint, manifest, manifest_line, keys, last=last, hash_at=hash_at
+                )
         except _Broken as broken:
             return BundleReport(False, 0, problem=broken.problem)
     return BundleReport(True, count, first, last, manifest["key_id"], used)

@@ -29,10 +29,14 @@ from core.audit import (
     AuditUnavailable,
     AuditVerifier,
     BundleProblem,
+    Checkpoint,
+    CheckpointFile,
     ExportFilter,
     VerifyReport,
     csv_lines,
     jsonl_lines,
+    latest_checkpoint,
+    take_checkpoint,
     verify_bundle,
     write_bundle,
 )
@@ -721,3 +725,83 @@ def test_signing_key_files_raw_and_broken(tmp_path: Path) -> None:
     )
     assert rotated.key_ids == sorted([signer.key_id, old.key_id])
     assert base64.b64decode(old.public_key_b64) == old.public_key
+
+
+async def _cut_tail(db: Database, keep: int) -> None:
+    """What an attacker with database access does: delete the newest rows, rewind the head."""
+    async with db.transaction() as connection:
+        kept_hash = (
+            await connection.execute(text(f"SELECT hash FROM audit_log WHERE seq = {keep}"))
+        ).scalar_one()
+        await connection.execute(text(f"DELETE FROM audit_log WHERE seq > {keep}"))
+        await connection.execute(
+            text("UPDATE audit_chain_head SET last_seq = :seq, last_hash = :hash WHERE id = 1"),
+            {"seq": keep, "hash": kept_hash},
+        )
+
+
+async def test_a_cut_off_tail_is_invisible_to_the_chain_but_not_to_a_checkpoint(
+    audit: AuditLog, db: Database, tmp_path: Path
+) -> None:
+    await append_records(audit, db, 10)
+    worm = CheckpointFile(tmp_path / "worm" / "checkpoints.jsonl")
+    worm.write(await take_checkpoint(db, audit.signer))
+    checkpoint = latest_checkpoint(worm.path)
+    assert (checkpoint.seq, checkpoint.key_id) == (10, audit.signer.key_id)
+    assert (await audit.verify(db, checkpoint=checkpoint)).ok
+
+    await _cut_tail(db, keep=7)
+    alone = await audit.verify(db)
+    assert alone.ok, "the known weakness: without the checkpoint, nothing shows"
+    report = await audit.verify(db, checkpoint=checkpoint)
+    assert not report.ok
+    assert report.problem is not None
+    assert (report.problem.seq, report.problem.kind) == (8, "truncated")
+    assert "records end at seq 7: seq 8–10 were removed" in report.problem.detail
+
+    # The same offline: a bundle exported after the cut verifies alone, not against the WORM copy.
+    bundle = await _bundle(audit, db, tmp_path / "after-cut.jsonl")
+    assert verify_bundle(bundle).ok
+    offline = verify_bundle(bundle, checkpoint=checkpoint)
+    assert offline.problem is not None
+    assert (offline.problem.seq, offline.problem.kind) == (8, "truncated")
+
+
+async def test_a_forged_or_rewritten_checkpoint_is_refused(audit: AuditLog, db: Database) -> None:
+    await append_records(audit, db, 4)
+    real = await take_checkpoint(db, audit.signer)
+    forged = Checkpoint(3, real.head_hash, real.at, real.key_id, real.signature)
+    report = await audit.verify(db, checkpoint=forged)
+    assert report.problem is not None
+    assert report.problem.kind == "bad_checkpoint"
+    # Signed by another key: not one the deployment trusts.
+    stranger = await take_checkpoint(db, AuditSigner.generate())
+    assert (await audit.verify(db, checkpoint=stranger)).problem is not None
+
+
+async def test_cli_verifies_a_bundle_against_the_checkpoint_file(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(
+        paths={"data_dir": tmp_path / "data"},  # type: ignore[arg-type]
+        database={"url": url},  # type: ignore[arg-type]
+    )
+    audit = AuditLog.from_settings(settings)
+    db = Database.from_url(url)
+    worm = tmp_path / "checkpoints.jsonl"
+    try:
+        await append_records(audit, db, 6)
+        CheckpointFile(worm).write(await take_checkpoint(db, audit.signer))
+        await _cut_tail(db, keep=5)
+    finally:
+        await db.dispose()
+    out = tmp_path / "bundle.jsonl"
+    assert await asyncio.to_thread(_cli, settings, "audit", "export", "--out", str(out)) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(_cli, settings, "audit", "verify", str(out)) == 0
+    check = ("audit", "verify", str(out), "--checkpoint", str(worm))
+    assert await asyncio.to_thread(_cli, settings, *check) == 1
+    assert "truncated" in capsys.readouterr().out
+    live = ("audit", "check", "--checkpoint", str(worm))
+    assert await asyncio.to_thread(_cli, settings, *live) == 1
+    assert "seq 6 was removed" in capsys.readouterr().out
