@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Litestar, Request
@@ -11,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from api.access import Gatekeeper, principal_of, rate_limit_headers
+from api.audit_checkpoints import CheckpointJob
 from api.audit_trail import AuditTrail
 from api.chat import ChatPipeline, ChatService
 from api.errors import exception_handlers
@@ -19,6 +21,7 @@ from api.openapi_docs import document_problem_responses
 from api.prompt_checks import SuiteRunner
 from api.prompt_registry import PromptRegistry, repo_layers
 from api.quality import QualityStore
+from api.request_body import JsonRequest
 from api.request_ids import echo_request_id
 from api.request_plan import Planner
 from api.routes import (
@@ -46,6 +49,7 @@ from api.runtime_config import RuntimeConfigStore
 from api.security import Principal
 from api.security.headers import cors_config, security_headers
 from api.services import Services
+from core.audit import CheckpointFile, CheckpointLog, CheckpointSink
 from core.errors import ConfigurationError
 from core.metrics import CanaryResults
 from core.prompts import load_suites
@@ -53,11 +57,18 @@ from core.prompts import load_suites
 __all__ = ["create_app"]
 
 
-def create_app(services: Services, *, echo_request_id_header: bool = True) -> Litestar:
+def create_app(
+    services: Services,
+    *,
+    echo_request_id_header: bool = True,
+    checkpoint_sinks: Sequence[CheckpointSink] = (),
+) -> Litestar:
     """Build the API; every dependency is given, nothing is created at import time.
 
     Behind the Ray Serve proxy, ``echo_request_id_header`` is off: the proxy already puts
-    the request id it passed in (``X-Request-ID``) on the response.
+    the request id it passed in (``X-Request-ID``) on the response. ``checkpoint_sinks``:
+    where audit head checkpoints go besides the checkpoint file and the log stream (the
+    composition root adds the alert webhook).
     """
     started_at = int(time.time())
     settings = services.settings
@@ -91,6 +102,17 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
     security = services.security
     audit_trail = AuditTrail(services.database, services.audit)
     retention = RetentionJob(services)
+    audit_settings = settings.audit
+    checkpoints = CheckpointJob(
+        services.database,
+        services.audit,
+        [
+            CheckpointFile(audit_settings.checkpoint_path(settings.paths.data_dir)),
+            CheckpointLog(),
+            *checkpoint_sinks,
+        ],
+        interval_s=audit_settings.checkpoint_interval_s,
+    )
     hooks = [security_headers, rate_limit_headers]
     if echo_request_id_header:
         hooks.insert(0, echo_request_id)
@@ -143,6 +165,7 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
         },
         before_send=hooks,
         exception_handlers=exception_handlers,
+        request_class=JsonRequest,
         request_max_body_size=settings.api.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Enclave API",
@@ -153,8 +176,11 @@ def create_app(services: Services, *, echo_request_id_header: bool = True) -> Li
             render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
         ),
         debug=False,
-        on_startup=[retention.start] if services.settings.retention.history_days else [],
-        on_shutdown=[retention.stop],
+        on_startup=[
+            checkpoints.start,
+            *([retention.start] if services.settings.retention.history_days else []),
+        ],
+        on_shutdown=[retention.stop, checkpoints.stop],
     )
     document_problem_responses(app)
     record_http(app, services.metrics)  # last: it declares every route of the app

@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.request_body import empty_body_detail
 from api.request_ids import request_id_of
 from core.errors import EnclaveError
 
@@ -88,7 +89,10 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
     status = exc.status_code
     title, slug = _HTTP_TITLES.get(status, ("Error", "error"))
     extra: dict[str, Any] = {}
-    if isinstance(exc, ValidationException):
+    if isinstance(exc, ValidationException) and (empty := empty_body_detail(request)):
+        detail = empty
+        extra["errors"] = [{"field": "body", "message": "is empty"}]
+    elif isinstance(exc, ValidationException):
         detail, problems = _validation_detail(exc)
         extra["errors"] = problems
     elif status == 404:

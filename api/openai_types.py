@@ -70,6 +70,12 @@ class ChatCompletionRequest(msgspec.Struct, forbid_unknown_fields=False):
     # Enclave's extension: the language to answer in (a BCP 47 tag such as "de"); null: the
     # prompt's default.
     language: str | None = None
+    # Tool calling is not offered: these are declared only so that a request carrying them
+    # is refused (validation) instead of answered as if the tools had been considered.
+    tools: list[Any] | None = None
+    tool_choice: Any | None = None
+    functions: list[Any] | None = None
+    function_call: Any | None = None
 
 
 class Usage(msgspec.Struct):

@@ -174,6 +174,22 @@ def validate_chat_request(
             + ", ".join(ANSWER_LANGUAGES)
             + " (a region is fine, e.g. de-CH)"
         )
+    # Only what asks for tools is refused: an empty list or "none" asks for nothing.
+    offered = [
+        name
+        for name, value in (
+            ("tools", body.tools),
+            ("tool_choice", body.tool_choice),
+            ("functions", body.functions),
+            ("function_call", body.function_call),
+        )
+        if value not in (None, [], "none")
+    ]
+    if offered:
+        problems.append(
+            f"{', '.join(offered)}: tool calling is not offered by this server; send the "
+            "request without tools, tool_choice, functions or function_call"
+        )
     if body.stream_options is not None and not body.stream:
         problems.append("stream_options: only allowed when stream is true")
     if problems:

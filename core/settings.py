@@ -518,6 +518,25 @@ class AuditSettings(_Section):
     export_batch_size: int = Field(
         default=1000, ge=1, description="Records read per query while exporting."
     )
+    checkpoint_interval_s: float | None = Field(
+        default=300.0,
+        gt=0,
+        description="How often each API process signs the chain's head (seq, hash, time) "
+        "and writes it to the checkpoint sinks (the log stream and checkpoint_file); one more "
+        "on shutdown. Records deleted from the end after a checkpoint are reported by "
+        "`verify` given that checkpoint. null: no checkpoints.",
+    )
+    checkpoint_file: Path | None = Field(
+        default=None,
+        description="File each checkpoint is appended to (one JSON line, fsynced), for the "
+        "operator to ship to WORM storage; null: <data_dir>/audit/checkpoints.jsonl.",
+    )
+
+    def checkpoint_path(self, data_dir: Path) -> Path:
+        """The checkpoint file: the configured one, else the default in the data dir."""
+        if self.checkpoint_file is not None:
+            return self.checkpoint_file
+        return data_dir / "audit" / "checkpoints.jsonl"
 
     def signing_key_path(self, data_dir: Path) -> Path:
         """The signing key file: the configured one, else the default in the data dir."""

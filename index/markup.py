@@ -7,6 +7,7 @@ table rows become ``cell | cell`` lines and separator rows disappear.
 Plain text: blocks are separated by blank lines. The first block, when it is one line, is
 the title (level 1). Any later one-line block that reads like a heading (Title Case, at
 most 12 words, no closing punctuation) is a level-2 heading. Nothing else is inferred.
+A text of title-like lines only (one paragraph, one long line) is text, not headings.
 """
 
 from __future__ import annotations
@@ -140,16 +141,20 @@ def _reads_like_heading(line: str) -> bool:
 def text_blocks(source: str) -> Iterator[Heading | Block]:
     """Headings and blocks of a plain-text document (rules in the module docstring)."""
     chunks = re.split(r"\n[ \t]*\n|\f", source.replace("\r\n", "\n").replace("\r", "\n"))
-    first = True
+    items: list[Heading | Block] = []
     for raw in chunks:
         text = clean_block(raw)
         if not text:
             continue
         one_line = "\n" not in text
-        if first and one_line:
-            yield Heading(1, text)
+        if not items and one_line:
+            items.append(Heading(1, text))
         elif one_line and _reads_like_heading(text):
-            yield Heading(2, text)
+            items.append(Heading(2, text))
         else:
-            yield Block(text)
-        first = False
+            items.append(Block(text))
+    if not any(isinstance(item, Block) for item in items):
+        # Nothing but title-like lines (one paragraph, or a file that is one long line):
+        # those lines are the text, as the same bytes are in Markdown.
+        items = [Block(item.text) for item in items]
+    yield from items

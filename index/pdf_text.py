@@ -177,9 +177,18 @@ def read_pdf(data: bytes) -> PDFText:
     except PDFError:
         raise
     except Exception as exc:  # pypdf raises many built-in types on malformed input
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        # The reader's own words (an exception name, "startxref not found") mean nothing to
+        # the person uploading; they stay on the chained exception for the operator.
         if b"%%EOF" not in data[-_EOF_WINDOW:]:
-            reason = f"the file looks truncated (no %%EOF marker at its end); {reason}"
+            reason = (
+                "the file looks truncated: it ends before a complete PDF does; upload the "
+                "whole file again"
+            )
+        else:
+            reason = (
+                "its contents are damaged and cannot be read; open it in a PDF viewer, save "
+                "or export it again as PDF, and upload that copy"
+            )
         raise UnreadablePDF(reason) from exc
     if not pages:
         msg = "it has no pages"

@@ -1,8 +1,9 @@
 """``enclave audit ...``: check a signed bundle offline, export one, verify the live chain.
 
 ``verify FILE`` needs nothing but the file (no server, no database, no key): it is what an
-auditor runs on a bundle handed to them. ``export`` and ``check`` use the configured
-database and signing key.
+auditor runs on a bundle handed to them; ``--checkpoint FILE`` (the WORM copy of the signed
+head checkpoints) also catches records cut off the end. ``export`` and ``check`` use the
+configured database and signing key.
 """
 
 from __future__ import annotations
@@ -29,12 +30,23 @@ def _instant(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def _checkpoint(args: argparse.Namespace) -> Any:
+    """The latest checkpoint in ``--checkpoint FILE``, or None."""
+    from core.audit import latest_checkpoint
+
+    return None if args.checkpoint is None else latest_checkpoint(Path(args.checkpoint))
+
+
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
-    from core.audit import verify_bundle
+    from core.audit import CheckpointError, verify_bundle
 
     path = Path(args.file)
     try:
-        report = verify_bundle(path, trusted_key_ids=args.key_id or None)
+        checkpoint = _checkpoint(args)
+        report = verify_bundle(path, trusted_key_ids=args.key_id or None, checkpoint=checkpoint)
+    except CheckpointError as exc:
+        print(f"FAILED: checkpoint {args.checkpoint}: {exc}")
+        return 1
     except OSError as exc:
         print(f"FAILED: {path} cannot be read: {exc.strerror}")
         return 1
@@ -73,17 +85,24 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
-    from core.audit import AuditLog
+    from core.audit import AuditLog, CheckpointError
     from core.db import Database, check_schema
 
     audit = AuditLog.from_settings(settings)
+    try:
+        checkpoint = _checkpoint(args)
+    except (CheckpointError, OSError) as exc:
+        print(f"FAILED: checkpoint {args.checkpoint}: {exc}")
+        return 1
 
     async def run() -> Any:
         db = Database.from_settings(settings)
         try:
             async with db.reading() as connection:
                 await check_schema(connection)
-            return await audit.verify(db, start_seq=args.start_seq, end_seq=args.end_seq)
+            return await audit.verify(
+                db, start_seq=args.start_seq, end_seq=args.end_seq, checkpoint=checkpoint
+            )
         finally:
             await db.dispose()
 
@@ -117,6 +136,12 @@ def add_audit_commands(commands: Any) -> None:
         action="append",
         help="trust only this signing key id (repeatable); default: the bundle's own key",
     )
+    verify.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="the latest signed head checkpoint in FILE (the WORM copy): records cut off the "
+        "end after it are reported",
+    )
     verify.set_defaults(handler=_guarded(_verify))
 
     export = audit.add_parser("export", help="write a signed bundle from the database")
@@ -129,4 +154,10 @@ def add_audit_commands(commands: Any) -> None:
     check = audit.add_parser("check", help="recompute the chain in the database")
     check.add_argument("--from-seq", dest="start_seq", type=int, help="first seq to check")
     check.add_argument("--to-seq", dest="end_seq", type=int, help="last seq to check")
+    check.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="the latest signed head checkpoint in FILE (the WORM copy): records cut off the "
+        "end after it are reported",
+    )
     check.set_defaults(handler=_guarded(_check))

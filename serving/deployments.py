@@ -242,6 +242,8 @@ class APIIngress:
         from core.audit import AuditLog
         from core.metrics import EnclaveMetrics
         from models.pii.pattern_scanner import PatternScanner
+        from serving.alert_webhook import WebhookNotifier
+        from serving.checkpoint_webhook import WebhookCheckpoints
         from serving.clients import (
             HandleGuardClient,
             HandleKnowledgeService,
@@ -294,7 +296,9 @@ class APIIngress:
             self._canary_stop = start_canary_when_ready(
                 settings, f"http://127.0.0.1:{settings.api.port}"
             )
-        return create_app(services, echo_request_id_header=False)
+        # The alert webhook also receives the audit chain's signed head checkpoints.
+        checkpoints = WebhookCheckpoints(WebhookNotifier(settings.alerts))
+        return create_app(services, echo_request_id_header=False, checkpoint_sinks=[checkpoints])
 
 
 def llm_deployment(name: str, model: LLMModelSettings) -> Any:

@@ -17,6 +17,7 @@ from types import FrameType
 from core.settings import Settings, config_version
 from core.telemetry import configure_logging
 from models.store import ModelStore
+from serving.proxy_request_ids import CALLBACK_IMPORT_PATH
 from serving.runtime_env import (
     ensure_ray_auth_token,
     offline_environment,
@@ -73,6 +74,9 @@ class EmbeddedStack:
         os.environ["HOME"] = str(prepare_home(data_dir))
         # Ray's token authentication stays on; its token lives in the data dir, not ~/.ray.
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_ray_auth_token(data_dir))
+        # Each Serve proxy (a process Ray starts, inheriting this environment) checks the
+        # client's X-Request-ID before Ray's own middleware adopts and echoes it.
+        os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = CALLBACK_IMPORT_PATH
 
         if settings.ray.address is None:
             _keep_ray_on_loopback()

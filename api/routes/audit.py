@@ -2,6 +2,9 @@
 
 Auditors read their own tenant's records; verification covers the whole chain (it reveals
 only counts and the first broken sequence number). Exports stream in bounded memory.
+Every read an auditor makes is itself recorded (``audit.read``, ``audit.verified``,
+``audit.followed``, ``audit.exported``, ``audit.bundle_exported``): who watched the log is
+part of the log. A read whose record cannot be written fails with 503, as admin actions do.
 """
 
 from __future__ import annotations
@@ -23,7 +26,16 @@ from api.audit_trail import AuditTrail
 from api.security import Forbidden, Principal
 from api.services import Services
 from api.sse import encode_frame
-from core.audit import ExportFilter, csv_lines, iter_records, jsonl_lines, write_bundle
+from core.audit import (
+    Checkpoint,
+    CheckpointError,
+    ExportFilter,
+    csv_lines,
+    iter_records,
+    jsonl_lines,
+    latest_checkpoint,
+    write_bundle,
+)
 from core.audit.records import AuditRecord
 from core.errors import InvalidRequest
 
@@ -82,6 +94,7 @@ class AuditController(Controller):
         self,
         principal: Principal,
         services: Services,
+        audit_trail: AuditTrail,
         since: datetime | None = None,
         until: datetime | None = None,
         tenant: str | None = None,
@@ -113,6 +126,15 @@ class AuditController(Controller):
                 if len(page) == limit:
                     break
         more = len(page) == limit
+        await audit_trail.action(
+            principal,
+            "audit.read",
+            filters=filters.as_dict(),
+            model=model,
+            decision=decision,
+            returned=len(page),
+            seqs=[page[0]["seq"], page[-1]["seq"]] if page else None,
+        )
         return {"data": page, "next_cursor": last_seen if more else None}
 
     @get("/export", summary="Export audit records as JSONL or CSV (streamed)")
@@ -150,12 +172,34 @@ class AuditController(Controller):
         )
 
     @get("/verify", summary="Recompute the chain and signatures; name the first broken record")
-    async def verify(
-        self, services: Services, start_seq: Seq | None = None, end_seq: Seq | None = None
+    async def verify(  # noqa: PLR0917 - Litestar injects by name
+        self,
+        principal: Principal,
+        services: Services,
+        audit_trail: AuditTrail,
+        start_seq: Seq | None = None,
+        end_seq: Seq | None = None,
+        checkpoint: str | None = None,
     ) -> dict[str, Any]:
-        """``ok``, how many records were checked, and the first problem if any."""
+        """``ok``, how many records were checked, and the first problem if any.
+
+        ``checkpoint``: a signed head checkpoint line (from the WORM copy); without it, the
+        latest in this process's checkpoint file, if any. A chain whose tail was cut off
+        after that checkpoint is reported as ``truncated``.
+        """
+        anchor, source = _checkpoint(services, checkpoint)
         report = await services.audit.verify(
-            services.database, start_seq=start_seq, end_seq=end_seq
+            services.database, start_seq=start_seq, end_seq=end_seq, checkpoint=anchor
+        )
+        await audit_trail.action(
+            principal,
+            "audit.verified",
+            start_seq=start_seq,
+            end_seq=end_seq,
+            checkpoint_seq=None if anchor is None else anchor.seq,
+            ok=report.ok,
+            checked=report.checked,
+            problem_seq=None if report.problem is None else report.problem.seq,
         )
         problem = None
         if report.problem is not None:
@@ -171,6 +215,9 @@ class AuditController(Controller):
             "last_seq": report.last_seq,
             "problem": problem,
             "summary": report.describe(),
+            "checkpoint": None
+            if anchor is None
+            else {"seq": anchor.seq, "at": anchor.at, "source": source},
         }
 
     @get(
@@ -212,11 +259,12 @@ class AuditController(Controller):
         )
 
     @get("/events", summary="Follow new audit records live (server-sent events)")
-    async def events(
+    async def events(  # noqa: PLR0917 - Litestar injects by name
         self,
         request: Request[Any, Any, Any],
         principal: Principal,
         services: Services,
+        audit_trail: AuditTrail,
         after_seq: Seq | None = None,
         idle_timeout_s: float = 300.0,
     ) -> Stream:
@@ -236,6 +284,7 @@ class AuditController(Controller):
             event_type=None,
             after_seq=None,
         )
+        await audit_trail.action(principal, "audit.followed", after_seq=cursor)
 
         async def follow() -> AsyncIterator[bytes]:
             nonlocal cursor
@@ -262,6 +311,25 @@ class AuditController(Controller):
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+
+def _checkpoint(services: Services, given: str | None) -> tuple[Checkpoint | None, str | None]:
+    """The checkpoint to verify against: the one given, else this process's latest."""
+    if given is not None:
+        try:
+            return Checkpoint.parse(given), "given"
+        except CheckpointError as exc:
+            msg = f"checkpoint: {exc}; pass one line of the checkpoint file as it is."
+            raise InvalidRequest(msg) from exc
+    settings = services.settings
+    path = settings.audit.checkpoint_path(settings.paths.data_dir)
+    if not path.is_file():
+        return None, None
+    try:
+        return latest_checkpoint(path), "local-file"
+    except CheckpointError:
+        # An unreadable local file is no reason to refuse verification; the chain alone is.
+        return None, None
 
 
 def _remove(folder: Path) -> None:

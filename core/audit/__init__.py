@@ -18,6 +18,16 @@ from core.audit.bundle import (
 )
 from core.audit.canonical import CanonicalJSONError, canonical_json, canonical_json_bytes
 from core.audit.chain import AuditEntry, AuditLog, VerifyReport
+from core.audit.checkpoint import (
+    CHECKPOINT_FORMAT,
+    Checkpoint,
+    CheckpointError,
+    CheckpointFile,
+    CheckpointLog,
+    CheckpointSink,
+    latest_checkpoint,
+    take_checkpoint,
+)
 from core.audit.errors import AuditUnavailable
 from core.audit.export import CSV_COLUMNS, ExportFilter, csv_lines, iter_records, jsonl_lines
 from core.audit.records import AuditRecord, Problem, ProblemKind, format_time, record_hash
@@ -25,6 +35,7 @@ from core.audit.signing import AuditSigner, AuditVerifier, key_id_of
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "CHECKPOINT_FORMAT",
     "CSV_COLUMNS",
     "AuditEntry",
     "AuditLog",
@@ -36,6 +47,11 @@ __all__ = [
     "BundleReport",
     "BundleSummary",
     "CanonicalJSONError",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointFile",
+    "CheckpointLog",
+    "CheckpointSink",
     "ExportFilter",
     "Problem",
     "ProblemKind",
@@ -47,7 +63,9 @@ __all__ = [
     "iter_records",
     "jsonl_lines",
     "key_id_of",
+    "latest_checkpoint",
     "record_hash",
+    "take_checkpoint",
     "verify_bundle",
     "write_bundle",
 ]

@@ -6,14 +6,18 @@ event as an object); the last line is the manifest::
     {"format": "enclave-audit-bundle/1", "created_at": …, "filters": {…},
      "first_seq": …, "last_seq": …, "count": …,
      "records_sha256": sha256 hex of the record lines' bytes (newlines included),
+     "seq_ranges": [[first, last], …] the runs of seq numbers the bundle holds,
      "key_id": …, "public_key": base64 raw Ed25519 key that signs the manifest,
      "keys": {key_id: base64 public key, …}   every key that signed a record,
      "signature": base64 Ed25519 over the canonical JSON of the manifest without it}
 
 :func:`verify_bundle` needs nothing but the file. It checks the manifest's signature, then
 every record's hash, signature and link to the record before it (whenever the bundle holds
-both; with no filters the records must be consecutive), then the counts and the digest. It
-names the first record (by ``seq`` and line) or the manifest that is wrong. A bundle proves
+both; with no filters the records must be consecutive), then which seq numbers are there
+against ``seq_ranges`` (without it, against ``first_seq`` to ``last_seq`` when unfiltered), then
+the counts and the digest. It names the first record (by ``seq`` and line) or the manifest
+that is wrong; a record deleted anywhere, the first or last included, is named by its seq
+number and the records on either side of the gap. A bundle proves
 it was written by the holder of a key; that the key is *the deployment's* key is for the
 reader to check — pass ``trusted_key_ids`` (CLI: ``--key-id``) with the published id.
 """
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from core.audit.canonical import CanonicalJSONError, canonical_json_bytes
+from core.audit.checkpoint import Checkpoint, compare_head
 from core.audit.export import ExportFilter, iter_records, record_line
 from core.audit.records import AuditRecord, Problem, check_record, format_time
 from core.audit.signing import AuditSigner, AuditVerifier, key_id_of
@@ -89,6 +94,7 @@ async def write_bundle(
     filters = filters or ExportFilter()
     digest = hashlib.sha256()
     count, first, last = 0, None, None
+    runs: list[list[int]] = []
     key_ids: set[str] = set()
     temporary = path.with_name(f".{path.name}.partial")
     try:
@@ -100,6 +106,10 @@ async def write_bundle(
                 count += 1
                 first = record.seq if first is None else first
                 last = record.seq
+                if runs and runs[-1][1] == record.seq - 1:
+                    runs[-1][1] = record.seq
+                else:
+                    runs.append([record.seq, record.seq])
                 key_ids.add(record.key_id)
             keys = {signer.key_id: signer.public_key_b64}
             for key_id in sorted(key_ids):
@@ -114,6 +124,7 @@ async def write_bundle(
                 "last_seq": last,
                 "count": count,
                 "records_sha256": digest.hexdigest(),
+                "seq_ranges": runs,
                 "key_id": signer.key_id,
                 "public_key": signer.public_key_b64,
                 "keys": keys,
@@ -255,19 +266,95 @@ def _record_problem(line: int, problem: Problem) -> _Broken:
     return _Broken(BundleProblem("record", line, problem.seq, problem.kind, problem.detail))
 
 
+@dataclass(slots=True)
+class _Run:
+    """Consecutive seq numbers found in the bundle, with the lines of their ends."""
+
+    first: int
+    last: int
+    first_line: int
+    last_line: int
+
+
+def _seq_span(first: int, last: int) -> str:
+    return f"seq {first}" if first == last else f"seq {first}–{last}"
+
+
+def _expected_ranges(manifest: dict[str, Any], contiguous: bool) -> list[tuple[int, int]] | None:
+    """The runs the manifest says the bundle holds; None when it cannot say."""
+    ranges = manifest.get("seq_ranges")
+    if isinstance(ranges, list):
+        return [(int(r[0]), int(r[1])) for r in ranges]
+    # Bundles written before seq_ranges: an unfiltered one holds first_seq..last_seq.
+    first, last = manifest.get("first_seq"), manifest.get("last_seq")
+    if contiguous and isinstance(first, int) and isinstance(last, int):
+        return [(first, last)]
+    return None
+
+
+def _gaps(expected: list[tuple[int, int]], runs: list[_Run]) -> Iterator[tuple[int, int]]:
+    """Seq ranges the manifest names and no record in the bundle holds."""
+    found = iter(runs)
+    current = next(found, None)
+    for first, last in expected:
+        cursor = first
+        while cursor <= last:
+            while current is not None and current.last < cursor:
+                current = next(found, None)
+            if current is None or current.first > last:
+                yield cursor, last
+                break
+            if current.first > cursor:
+                yield cursor, current.first - 1
+            cursor = current.last + 1
+
+
+def _neighbours(runs: list[_Run], first: int, last: int) -> str:
+    before = next((r for r in reversed(runs) if r.last < first), None)
+    after = next((r for r in runs if r.first > last), None)
+    if before is not None and after is not None:
+        return (
+            f"between seq {before.last} (line {before.last_line}) and "
+            f"seq {after.first} (line {after.first_line})"
+        )
+    if before is not None:
+        return f"after seq {before.last} (line {before.last_line}), the last record left"
+    if after is not None:
+        return f"before seq {after.first} (line {after.first_line}), the first record left"
+    return "and no record is left"
+
+
+def _check_ranges(expected: list[tuple[int, int]], runs: list[_Run], manifest_line: int) -> None:
+    """Name every seq the manifest lists that the records lack, and where it was."""
+    gaps = list(_gaps(expected, runs))
+    if not gaps:
+        return
+    named = [f"{_seq_span(a, b)} {_neighbours(runs, a, b)}" for a, b in gaps[:10]]
+    more = f"; and {len(gaps) - 10} more gaps" if len(gaps) > 10 else ""
+    missing = sum(b - a + 1 for a, b in gaps)
+    detail = f"{missing} record(s) missing: " + "; ".join(named) + more
+    after = next((r for r in runs if r.first > gaps[0][1]), None)
+    line = manifest_line if after is None else after.first_line
+    raise _Broken(BundleProblem("record", line, gaps[0][0], "missing_seq", detail))
+
+
 def _check_records(
     handle: BinaryIO,
     stop: int,
     manifest: dict[str, Any],
     keys: AuditVerifier,
     trusted: Collection[str] | None,
-) -> tuple[int, int | None, int | None, str, int, list[str]]:
+    *,
+    watched: int | None = None,
+) -> tuple[int, int | None, int | None, str, str | None, list[str]]:
     contiguous = not any(
         name in manifest["filters"] for name in ("since", "until", "tenant", "actor", "event_type")
     )
     digest = hashlib.sha256()
     count, first, previous, number = 0, None, None, 0
     used: set[str] = set()
+    runs: list[_Run] = []
+    hash_at: str | None = None
     for number, raw in _record_lines(handle, stop):
         digest.update(raw)
         try:
@@ -279,7 +366,11 @@ def _check_records(
             detail = f"seq {seq} follows seq {previous.seq}"
             raise _record_problem(number, Problem(seq, "out_of_order", detail))
         if previous is not None and contiguous and seq != previous.seq + 1:
-            detail = f"the bundle has no filter, but jumps from {previous.seq} to {seq}"
+            missing = _seq_span(previous.seq + 1, seq - 1)
+            detail = (
+                f"{missing} missing: the bundle has no filter, but goes from seq "
+                f"{previous.seq} (line {number - 1}) to seq {seq} (line {number})"
+            )
             raise _record_problem(number, Problem(previous.seq + 1, "missing_seq", detail))
         expected = None
         if previous is not None and seq == previous.seq + 1:
@@ -292,18 +383,55 @@ def _check_records(
         if problem is not None:
             raise _record_problem(number, problem)
         used.add(record.key_id)
+        if seq == watched:
+            hash_at = record.hash
+        if runs and runs[-1].last == seq - 1:
+            runs[-1].last, runs[-1].last_line = seq, number
+        else:
+            runs.append(_Run(seq, seq, number, number))
         count += 1
         first = seq if first is None else first
         previous = record
     last = None if previous is None else previous.seq
-    return count, first, last, digest.hexdigest(), number, sorted(used)
+    ranges = _expected_ranges(manifest, contiguous)
+    if ranges is not None:
+        _check_ranges(ranges, runs, number + 1)
+    return count, first, last, digest.hexdigest(), hash_at, sorted(used)
 
 
-def verify_bundle(path: Path, *, trusted_key_ids: Collection[str] | None = None) -> BundleReport:
+def _check_checkpoint(
+    checkpoint: Checkpoint,
+    manifest: dict[str, Any],
+    line: int,
+    keys: AuditVerifier,
+    *,
+    last: int | None,
+    hash_at: str | None,
+) -> None:
+    if manifest["filters"]:
+        raise _manifest_problem(
+            line,
+            "checkpoint_mismatch",
+            "a checkpoint is compared with an unfiltered bundle only "
+            "(export one without --from, --to or --tenant)",
+        )
+    problem = compare_head(checkpoint, keys, last, hash_at)
+    if problem is not None:
+        raise _Broken(BundleProblem("manifest", line, problem.seq, problem.kind, problem.detail))
+
+
+def verify_bundle(
+    path: Path,
+    *,
+    trusted_key_ids: Collection[str] | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> BundleReport:
     """Check a bundle offline; the report names the first broken record or the manifest.
 
     ``trusted_key_ids``: when given, the manifest and every record must be signed by one
-    of these keys. Raises ``OSError`` if the file cannot be read.
+    of these keys. ``checkpoint``: the latest signed head checkpoint the reader holds (from
+    WORM storage); an unfiltered bundle must still hold the head it saw, so a cut-off tail
+    is reported. Raises ``OSError`` if the file cannot be read.
     """
     with path.open("rb") as handle:
         start, raw = _last_line(handle)
@@ -319,8 +447,9 @@ def verify_bundle(path: Path, *, trusted_key_ids: Collection[str] | None = None)
                     "unknown_key",
                     f"signed by key {manifest['key_id']}, not one of the trusted keys",
                 )
-            count, first, last, digest, _, used = _check_records(
-                handle, start, manifest, keys, trusted_key_ids
+            watched = None if checkpoint is None else checkpoint.seq
+            count, first, last, digest, hash_at, used = _check_records(
+                handle, start, manifest, keys, trusted_key_ids, watched=watched
             )
             expected = {
                 "count": count,
@@ -335,6 +464,10 @@ def verify_bundle(path: Path, *, trusted_key_ids: Collection[str] | None = None)
                         "mismatch",
                         f"{name} says {manifest.get(name)!r}, the records give {value!r}",
                     )
+            if checkpoint is not None:
+                _check_checkpoint(
+                    checkpoint, manifest, manifest_line, keys, last=last, hash_at=hash_at
+                )
         except _Broken as broken:
             return BundleReport(False, 0, problem=broken.problem)
     return BundleReport(True, count, first, last, manifest["key_id"], used)

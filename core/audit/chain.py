@@ -52,6 +52,7 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.audit.canonical import canonical_json
+from core.audit.checkpoint import Checkpoint, compare_chain
 from core.audit.errors import AuditUnavailable
 from core.audit.reading import STORE_ERRORS, VerifyReport, verify_chain
 from core.audit.records import AuditRecord, record_hash
@@ -275,21 +276,34 @@ class AuditLog:
         return int(row[0]), str(row[1]), _as_utc(row[2])
 
     async def verify(
-        self, db: Database, *, start_seq: int | None = None, end_seq: int | None = None
+        self,
+        db: Database,
+        *,
+        start_seq: int | None = None,
+        end_seq: int | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> VerifyReport:
         """Recompute the chain from ``start_seq`` to ``end_seq`` (default: all of it).
 
         Reads ``batch_size`` records per query; the report names the first broken record.
+        With a ``checkpoint`` (``core.audit.checkpoint``), an intact chain must also still
+        hold the head the checkpoint saw: a cut-off tail is reported as ``truncated``.
         Raises ``AuditUnavailable`` if the store cannot be read.
         """
         try:
-            return await verify_chain(
+            report = await verify_chain(
                 db,
                 self.verifier,
                 start_seq=start_seq,
                 end_seq=end_seq,
                 batch_size=self.batch_size,
             )
+            if checkpoint is None or not report.ok:
+                return report
+            problem = await compare_chain(db, checkpoint, self.verifier)
+            if problem is None:
+                return report
+            return VerifyReport(False, report.checked, report.first_seq, report.last_seq, problem)
         except STORE_ERRORS as exc:
             msg = f"The audit log cannot be read for verification. ({type(exc).__name__})"
             raise AuditUnavailable(msg) from exc

@@ -45,6 +45,9 @@ ProblemKind = Literal[
     "unknown_key",
     "bad_signature",
     "head_mismatch",
+    "truncated",
+    "checkpoint_mismatch",
+    "bad_checkpoint",
     "malformed",
 ]
 

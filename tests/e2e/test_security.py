@@ -55,3 +55,43 @@ def test_responses_carry_limits_and_the_key_was_printed_once(
     assert int(raw.headers["ratelimit-remaining"]) >= 0
     assert int(raw.headers["x-quota-remaining-tokens"]) > 0
     assert stack.log_text().count(stack.admin_key) == 1
+
+
+@pytest.mark.parametrize(
+    "offered",
+    ["x" * 10_000, "a%0d%0aSet-Cookie:%20session=evil", "<script>alert(1)</script>"],
+    ids=["10kB", "set-cookie", "script"],
+)
+def test_an_unsafe_request_id_is_replaced_and_header_and_body_agree(
+    stack: RunningStack, auth: Auth, offered: str
+) -> None:
+    # Through Ray Serve's proxy, which echoed the client's value verbatim before the gate.
+    response = httpx.post(
+        f"{stack.base_url}/v1/chat/completions",
+        json={"model": "no-such-model", "messages": QUESTION},
+        headers={**auth("staff"), "X-Request-ID": offered},
+        timeout=60,
+    )
+    assert response.status_code == 404
+    echoed = response.headers.get_list("x-request-id")
+    assert len(echoed) == 1
+    assert echoed[0] != offered
+    assert response.json()["request_id"] == echoed[0]
+
+
+def test_hostile_bodies_are_client_errors_through_the_proxy(
+    stack: RunningStack, auth: Auth, model_name: str
+) -> None:
+    url = f"{stack.base_url}/v1/chat/completions"
+    nested = '{"model":"m","messages":' + "[" * 2000 + "]" * 2000 + "}"
+    deep = httpx.post(
+        url, content=nested, headers={**auth("staff"), "content-type": "application/json"}
+    )
+    assert deep.status_code == 400, deep.text
+    assert deep.json()["request_id"] == deep.headers["x-request-id"]
+    plain = httpx.post(
+        url,
+        content=f'{{"model":"{model_name}","messages":[{{"role":"user","content":"hi"}}]}}',
+        headers={**auth("staff"), "content-type": "text/plain"},
+    )
+    assert plain.status_code == 415, plain.text

@@ -29,10 +29,14 @@ from core.audit import (
     AuditUnavailable,
     AuditVerifier,
     BundleProblem,
+    Checkpoint,
+    CheckpointFile,
     ExportFilter,
     VerifyReport,
     csv_lines,
     jsonl_lines,
+    latest_checkpoint,
+    take_checkpoint,
     verify_bundle,
     write_bundle,
 )
@@ -560,6 +564,56 @@ async def test_bundle_verifies_offline_and_names_what_was_modified(
     assert "not one of the trusted keys" in other.describe()
 
 
+def _without(good: Path, copy: Path, *lines: int) -> BundleProblem:
+    kept = [
+        line
+        for number, line in enumerate(good.read_text(encoding="utf-8").splitlines(True), 1)
+        if number not in lines
+    ]
+    copy.write_text("".join(kept), encoding="utf-8")
+    result = verify_bundle(copy)
+    assert not result.ok
+    assert result.problem is not None
+    assert result.problem.kind == "missing_seq"
+    return result.problem
+
+
+async def test_a_deleted_record_is_named_by_seq_and_its_neighbours(
+    audit: AuditLog, db: Database, tmp_path: Path
+) -> None:
+    for n in range(25):
+        async with audit.transaction(db) as connection:
+            await audit.append(
+                connection, tenant=f"t{n % 2}", actor="u", event_type="chat", event=chat_event(n)
+            )
+    copy = tmp_path / "copy.jsonl"
+    whole = await _bundle(audit, db, tmp_path / "all.jsonl")
+    # Unfiltered: the middle, the last and the first record (the last two passed as a count
+    # mismatch, "count says 25, the records give 24", naming nothing).
+    problem = _without(whole, copy, 13)
+    assert problem.seq == 13
+    assert "seq 12 (line 12) to seq 14 (line 13)" in problem.detail
+    problem = _without(whole, copy, 25)
+    assert problem.seq == 25
+    assert "seq 25 after seq 24 (line 24), the last record left" in problem.detail
+    problem = _without(whole, copy, 1)
+    assert problem.seq == 1
+    assert "seq 1 before seq 2 (line 1), the first record left" in problem.detail
+    # One tenant's bundle (seq 2, 4, …, 24): its records are not consecutive, so the gap
+    # is found against the seq numbers the signed manifest lists.
+    tenant = await _bundle(audit, db, tmp_path / "t1.jsonl", tenant="t1")
+    problem = _without(tenant, copy, 6)
+    assert problem.seq == 12
+    assert "1 record(s) missing: seq 12 between seq 10 (line 5) and seq 14 (line 6)" in (
+        problem.detail
+    )
+    problem = _without(tenant, copy, 11, 12)
+    assert problem.seq == 22
+    assert "2 record(s) missing" in problem.detail
+    assert "seq 22 after seq 20 (line 10)" in problem.detail
+    assert "seq 24" in problem.detail
+
+
 async def test_a_resigned_forgery_is_caught_by_pinning_the_key(
     audit: AuditLog, db: Database, tmp_path: Path
 ) -> None:
@@ -671,3 +725,83 @@ def test_signing_key_files_raw_and_broken(tmp_path: Path) -> None:
     )
     assert rotated.key_ids == sorted([signer.key_id, old.key_id])
     assert base64.b64decode(old.public_key_b64) == old.public_key
+
+
+async def _cut_tail(db: Database, keep: int) -> None:
+    """What an attacker with database access does: delete the newest rows, rewind the head."""
+    async with db.transaction() as connection:
+        kept_hash = (
+            await connection.execute(text(f"SELECT hash FROM audit_log WHERE seq = {keep}"))
+        ).scalar_one()
+        await connection.execute(text(f"DELETE FROM audit_log WHERE seq > {keep}"))
+        await connection.execute(
+            text("UPDATE audit_chain_head SET last_seq = :seq, last_hash = :hash WHERE id = 1"),
+            {"seq": keep, "hash": kept_hash},
+        )
+
+
+async def test_a_cut_off_tail_is_invisible_to_the_chain_but_not_to_a_checkpoint(
+    audit: AuditLog, db: Database, tmp_path: Path
+) -> None:
+    await append_records(audit, db, 10)
+    worm = CheckpointFile(tmp_path / "worm" / "checkpoints.jsonl")
+    worm.write(await take_checkpoint(db, audit.signer))
+    checkpoint = latest_checkpoint(worm.path)
+    assert (checkpoint.seq, checkpoint.key_id) == (10, audit.signer.key_id)
+    assert (await audit.verify(db, checkpoint=checkpoint)).ok
+
+    await _cut_tail(db, keep=7)
+    alone = await audit.verify(db)
+    assert alone.ok, "the known weakness: without the checkpoint, nothing shows"
+    report = await audit.verify(db, checkpoint=checkpoint)
+    assert not report.ok
+    assert report.problem is not None
+    assert (report.problem.seq, report.problem.kind) == (8, "truncated")
+    assert "records end at seq 7: seq 8–10 were removed" in report.problem.detail
+
+    # The same offline: a bundle exported after the cut verifies alone, not against the WORM copy.
+    bundle = await _bundle(audit, db, tmp_path / "after-cut.jsonl")
+    assert verify_bundle(bundle).ok
+    offline = verify_bundle(bundle, checkpoint=checkpoint)
+    assert offline.problem is not None
+    assert (offline.problem.seq, offline.problem.kind) == (8, "truncated")
+
+
+async def test_a_forged_or_rewritten_checkpoint_is_refused(audit: AuditLog, db: Database) -> None:
+    await append_records(audit, db, 4)
+    real = await take_checkpoint(db, audit.signer)
+    forged = Checkpoint(3, real.head_hash, real.at, real.key_id, real.signature)
+    report = await audit.verify(db, checkpoint=forged)
+    assert report.problem is not None
+    assert report.problem.kind == "bad_checkpoint"
+    # Signed by another key: not one the deployment trusts.
+    stranger = await take_checkpoint(db, AuditSigner.generate())
+    assert (await audit.verify(db, checkpoint=stranger)).problem is not None
+
+
+async def test_cli_verifies_a_bundle_against_the_checkpoint_file(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(
+        paths={"data_dir": tmp_path / "data"},  # type: ignore[arg-type]
+        database={"url": url},  # type: ignore[arg-type]
+    )
+    audit = AuditLog.from_settings(settings)
+    db = Database.from_url(url)
+    worm = tmp_path / "checkpoints.jsonl"
+    try:
+        await append_records(audit, db, 6)
+        CheckpointFile(worm).write(await take_checkpoint(db, audit.signer))
+        await _cut_tail(db, keep=5)
+    finally:
+        await db.dispose()
+    out = tmp_path / "bundle.jsonl"
+    assert await asyncio.to_thread(_cli, settings, "audit", "export", "--out", str(out)) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(_cli, settings, "audit", "verify", str(out)) == 0
+    check = ("audit", "verify", str(out), "--checkpoint", str(worm))
+    assert await asyncio.to_thread(_cli, settings, *check) == 1
+    assert "truncated" in capsys.readouterr().out
+    live = ("audit", "check", "--checkpoint", str(worm))
+    assert await asyncio.to_thread(_cli, settings, *live) == 1
+    assert "seq 6 was removed" in capsys.readouterr().out

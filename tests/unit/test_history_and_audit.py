@@ -4,6 +4,7 @@ transaction for both, IDOR refused, auditors' queries, exports, bundles and veri
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from api.app import create_app
 from api.sse import iter_frames
-from core.audit import verify_bundle
+from core.audit import latest_checkpoint, verify_bundle
 from core.db import Database
 from core.settings import Settings
 from tests.fakes import ScriptedLLM, TestKeys, build_services
@@ -170,7 +171,8 @@ def test_auditors_query_export_verify_and_bundle(
     assert foreign.status_code == 403
     verified = client.get("/v1/audit/verify", headers=auditor).json()
     assert verified["ok"] is True
-    assert verified["checked"] == 5  # 3 chats, 1 admin action, 1 refused credential
+    # 3 chats, 1 admin action, 1 refused credential, and the auditor's 3 successful reads
+    assert verified["checked"] == 8
     jsonl = client.get("/v1/audit/export", headers=auditor)
     assert jsonl.headers["content-type"].startswith("application/x-ndjson")
     assert len(jsonl.text.splitlines()) >= 4
@@ -200,3 +202,80 @@ async def test_verify_names_a_tampered_record(
     report = client.get("/v1/audit/verify", headers=keys.header("auditor")).json()
     assert report["ok"] is False
     assert report["problem"]["seq"] == 2
+
+
+def test_auditors_own_reads_are_audited(
+    stack: tuple[TestClient, TestKeys, Any], database: Database
+) -> None:
+    client, keys, _ = stack
+    chat(client, keys, "vpn at the hotel")
+    auditor = keys.header("auditor")
+    assert client.get("/v1/audit/records", params={"limit": 5}, headers=auditor).is_success
+    assert client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
+    events = client.get("/v1/audit/events", params={"idle_timeout_s": 0}, headers=auditor)
+    assert events.is_success
+    # The auditor's three reads are now records of the log they read, by that auditor.
+    page = client.get("/v1/audit/records", params={"after_seq": 1}, headers=auditor).json()
+    reads = [(r["event_type"], r["actor"]) for r in page["data"]]
+    me = client.get("/v1/me", headers=auditor).json()["subject"]
+    assert reads[:3] == [("audit.read", me), ("audit.verified", me), ("audit.followed", me)]
+    first_read = page["data"][0]["event"]
+    assert (first_read["returned"], first_read["seqs"]) == (1, [1, 1])
+    assert page["data"][1]["event"]["ok"] is True
+
+
+async def test_checkpoints_are_written_on_shutdown_and_catch_a_cut_off_tail(
+    settings: Settings, keys: TestKeys, database: Database
+) -> None:
+    services = build_services(settings, keys, database)
+    worm = settings.audit.checkpoint_path(settings.paths.data_dir)
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]
+    checkpoint_log = logging.getLogger("enclave.audit.checkpoint")
+    checkpoint_log.addHandler(handler)
+    level = checkpoint_log.level
+    checkpoint_log.setLevel(logging.INFO)
+    try:
+        with TestClient(app=create_app(services)) as client:
+            for _ in range(3):
+                assert chat(client, keys, "vpn at the hotel").status_code == 200
+    finally:
+        checkpoint_log.removeHandler(handler)
+        checkpoint_log.setLevel(level)
+    # Shutdown signed the head: one line in the file to ship, and the same in the log.
+    checkpoint = latest_checkpoint(worm)
+    assert checkpoint.seq == 3
+    assert logged[-1].getMessage() == "audit checkpoint"
+    assert logged[-1].checkpoint == checkpoint.as_dict()  # type: ignore[attr-defined]
+
+    async with database.transaction() as connection:
+        kept = (
+            await connection.execute(text("SELECT hash FROM audit_log WHERE seq = 2"))
+        ).scalar_one()
+        await connection.execute(text("DELETE FROM audit_log WHERE seq = 3"))
+        await connection.execute(
+            text("UPDATE audit_chain_head SET last_seq = 2, last_hash = :h WHERE id = 1"),
+            {"h": kept},
+        )
+    worm.unlink()  # the box's copy is gone too: the auditor brings the WORM copy
+    with TestClient(app=create_app(services)) as client:
+        auditor = keys.header("auditor")
+        anchored = client.get(
+            "/v1/audit/verify", params={"checkpoint": checkpoint.line()}, headers=auditor
+        ).json()
+        assert anchored["ok"] is False
+        assert anchored["problem"]["kind"] == "truncated"
+        assert "seq 3 was removed" in anchored["problem"]["detail"]
+        assert anchored["checkpoint"] == {"seq": 3, "at": checkpoint.at, "source": "given"}
+        # The chain alone (no checkpoint on the box any more) sees nothing wrong.
+        alone = client.get("/v1/audit/verify", headers=auditor).json()
+        assert (alone["ok"], alone["checkpoint"]) == (True, None), alone["problem"]
+        # New records since (the verifications above) fill seq 3 again: still caught.
+        again = client.get(
+            "/v1/audit/verify", params={"checkpoint": checkpoint.line()}, headers=auditor
+        ).json()
+        assert again["problem"]["kind"] == "checkpoint_mismatch"
+        bad = client.get("/v1/audit/verify", params={"checkpoint": "{}"}, headers=auditor)
+        assert bad.status_code == 400
+        assert "checkpoint" in bad.json()["detail"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -346,7 +347,7 @@ def test_pdf_that_is_not_a_pdf_is_corrupt() -> None:
         (lambda data: data[: len(data) // 2], "truncated"),
         (lambda data: data[:40], "truncated"),
         (lambda data: b"%PDF-1.4\n" + bytes(range(256)) * 4, "truncated"),
-        (lambda data: data.replace(b"xref", b"xxxx").replace(b" obj", b" jbo"), "startxref"),
+        (lambda data: data.replace(b"xref", b"xxxx").replace(b" obj", b" jbo"), "damaged"),
     ],
     ids=["half", "header-only", "garbage", "mangled-objects"],
 )
@@ -358,6 +359,8 @@ def test_corrupt_or_truncated_pdf_is_a_typed_400(
         pdf_document(data)
     assert caught.value.detail.startswith("policy.pdf is not a readable PDF: ")
     assert reason in caught.value.detail
+    # In the user's words: no reader's exception name or jargon reaches them.
+    assert not re.search(r"[A-Z][a-z]+Error|startxref|Stream has ended", caught.value.detail)
     assert caught.value.status_code == 400
     assert caught.value.extra == {"source": "policy.pdf", "media_type": PDF}
     assert type(caught.value.__cause__).__module__ == "index.pdf_text"  # no pypdf type
@@ -448,3 +451,23 @@ def test_every_sample_document_parses_with_structure() -> None:
         assert all(s.heading_path[0] == parsed.title for s in parsed.sections), path.name
         assert "<" not in parsed.text or path.suffix != ".html", path.name
         assert_offsets(parsed)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["hello world text\n", "one long line " * 700_000],
+    ids=["one-paragraph", "9.8-MB-single-line"],
+)
+def test_one_paragraph_text_file_is_indexed_like_the_same_bytes_as_markdown(text: str) -> None:
+    as_text = parse(text, PLAIN_TEXT)
+    as_markdown = parse(text, MARKDOWN)
+    assert as_text.text == as_markdown.text == text.strip()
+    assert [s.text for s in as_text.sections] == [text.strip()]
+    assert_offsets(as_text)
+
+
+def test_text_title_still_heads_the_paragraphs_after_it() -> None:
+    parsed = parse("Travel Notes\n\nBook the train early.\n", PLAIN_TEXT)
+    assert [(s.heading_path, s.text) for s in parsed.sections] == [
+        (("Travel Notes",), "Book the train early.")
+    ]

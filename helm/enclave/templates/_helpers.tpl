@@ -167,6 +167,9 @@ serving/runtime_env.py `offline_environment` for the data dir below (a test comp
   value: "1"
 - name: RAY_USAGE_STATS_ENABLED
   value: "0"
+# Serve's HTTP proxies check the client's X-Request-ID before Ray adopts and echoes it.
+- name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
+  value: serving.proxy_request_ids.proxy_middlewares
 - name: VLLM_CACHE_ROOT
   value: {{ printf "%s/vllm" $cache | quote }}
 - name: VLLM_HOST_IP
