@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 
@@ -40,7 +40,10 @@ def bind_request_id(request_id: str | None) -> Iterator[None]:
     try:
         yield
     finally:
-        _REQUEST_ID.reset(token)
+        # A stream that Serve cancels is closed from another task, whose context did not set
+        # this token; the binding ends with the stream's own context anyway.
+        with suppress(ValueError):
+            _REQUEST_ID.reset(token)
 
 
 def current_request_id() -> str | None:

@@ -179,6 +179,9 @@ class ChatService:
                 yield Failed(exc)
                 return
             ended = True
+            if previous is not None:
+                # Before Completed: a JSON client's route stops reading at Completed.
+                signals.rephrase_of(previous)
             yield Completed(
                 finish_reason=last.finish_reason or "stop",
                 prompt_tokens=last.prompt_tokens,
@@ -186,8 +189,6 @@ class ChatService:
                 lineage=lineage,
                 conversation_id=conversation_id,
             )
-            if previous is not None:
-                signals.rephrase_of(previous)
         finally:
             # An answer that ends before it was recorded, without an error of ours, was left
             # by the client (closed tab, stop button): an implicit "abandoned" signal.
