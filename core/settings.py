@@ -657,6 +657,12 @@ class RaySettings(_Section):
         ),
     )
     app_name: str = Field(default="enclave", description="Serve application name.")
+    proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        default="EveryNode",
+        description="Nodes that run Serve's HTTP proxy when joining a cluster (ray.address): "
+        "HeadOnly when several Ray nodes share one host, whose proxies would otherwise share "
+        "the port (and a stream would die with whichever node it landed on).",
+    )
     startup_timeout_s: float = Field(
         default=300.0, gt=0, description="How long to wait for every deployment to be ready."
     )
