@@ -31,6 +31,9 @@ class RayNode:
     temp_dir: Path
     args: list[str]
     env: dict[str, str]
+    # Other processes of this node, by parts that must all be in their command line (the
+    # head's Ray client server names only the GCS address, not the temp dir).
+    also: list[tuple[str, ...]] = field(default_factory=list)
     pids: set[int] = field(default_factory=set)
 
     def start(self) -> None:
@@ -56,7 +59,10 @@ class RayNode:
         roots = []
         for process in psutil.process_iter(["cmdline"]):
             with contextlib.suppress(psutil.Error):
-                if marker in " ".join(process.info.get("cmdline") or []):
+                cmdline = " ".join(process.info.get("cmdline") or [])
+                if marker in cmdline or any(
+                    all(p in cmdline for p in parts) for parts in self.also
+                ):
                     roots.append(process)
         found = {p.pid: p for p in roots}
         for root in roots:
@@ -140,6 +146,7 @@ class LocalCluster:
                 *_node_args(6, {"enclave_guard": 100}, 300),
             ],
             env,
+            also=[("ray.util.client.server", f":{gcs_port} ")],
         )
         worker_dir = root / "w"
         worker = RayNode(
