@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from core.errors import ConfigurationError
 from core.settings_base import Section
+from core.settings_scaling import AutoscalingSettings, PlacementSettings
 from core.settings_security import (
     ApiKeySettings,
     AuthSettings,
@@ -39,6 +40,7 @@ __all__ = [
     "ApiSettings",
     "AuditSettings",
     "AuthSettings",
+    "AutoscalingSettings",
     "CanarySettings",
     "ContextSettings",
     "DatabaseSettings",
@@ -53,6 +55,7 @@ __all__ = [
     "PIISettings",
     "PathsSettings",
     "PiiPolicy",
+    "PlacementSettings",
     "RaySettings",
     "RetentionSettings",
     "RetrievalSettings",
@@ -132,6 +135,25 @@ class ApiSettings(_Section):
     max_ongoing_requests: int = Field(
         default=256, ge=1, description="Concurrent requests one API replica accepts."
     )
+    autoscaling: AutoscalingSettings = Field(
+        default_factory=AutoscalingSettings,
+        description="Serve autoscaling of the API replicas (replaces num_replicas when enabled).",
+    )
+    placement: PlacementSettings = Field(
+        default_factory=PlacementSettings, description="Where API replicas may run."
+    )
+
+    @model_validator(mode="after")
+    def _replicas_fixed_or_scaled(self) -> ApiSettings:
+        _check_fixed_or_scaled(self.autoscaling, "num_replicas" in self.model_fields_set)
+        return self
+
+
+def _check_fixed_or_scaled(autoscaling: AutoscalingSettings, fixed_set: bool) -> None:
+    # Serve rejects a deployment that has both; say so at start-up, naming the fix.
+    if autoscaling.enabled and fixed_set:
+        msg = "set num_replicas or enable autoscaling, not both (autoscaling sets the count)"
+        raise ValueError(msg)
 
 
 class DeploymentResources(_Section):
@@ -148,6 +170,18 @@ class DeploymentResources(_Section):
         ge=-1,
         description="Requests queued per caller before Serve rejects (-1: unbounded).",
     )
+    autoscaling: AutoscalingSettings = Field(
+        default_factory=AutoscalingSettings,
+        description="Serve autoscaling (replaces num_replicas when enabled).",
+    )
+    placement: PlacementSettings = Field(
+        default_factory=PlacementSettings, description="Where the replicas may run."
+    )
+
+    @model_validator(mode="after")
+    def _replicas_fixed_or_scaled(self) -> DeploymentResources:
+        _check_fixed_or_scaled(self.autoscaling, "num_replicas" in self.model_fields_set)
+        return self
 
 
 class DecodingSettings(_Section):
@@ -223,6 +257,13 @@ class LLMModelSettings(_Section):
     decoding: DecodingSettings = Field(
         default_factory=DecodingSettings,
         description="Repetition penalties this model answers with (chosen by `enclave eval`).",
+    )
+    routing: Literal["power_of_two", "prefix_affinity"] = Field(
+        default="power_of_two",
+        description="How callers pick a replica: Serve's default (the less busy of two), or "
+        "prefix affinity (Ray Serve LLM's PrefixCacheAffinityRouter: chats that share a prompt "
+        "prefix go to the replica that has it in its KV cache while load is balanced). Only "
+        "matters with more than one replica; off until measured on a GPU model.",
     )
 
 
@@ -709,6 +750,12 @@ class RaySettings(_Section):
         "own event loop instead of extra threads (two of Ray Serve's throughput-optimised "
         "settings; without its gRPC and direct-ingress parts, which would open more ports). "
         "Profiled under 32 streams, the two threads took 42 % of the API replica's samples.",
+    )
+    proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        default="EveryNode",
+        description="Nodes that run Serve's HTTP proxy when joining a cluster (ray.address): "
+        "HeadOnly when several Ray nodes share one host, whose proxies would otherwise share "
+        "the port (and a stream would die with whichever node it landed on).",
     )
     startup_timeout_s: float = Field(
         default=300.0, gt=0, description="How long to wait for every deployment to be ready."

@@ -13,7 +13,14 @@ from typing import Any
 from ray import serve
 
 from core.db import Database, check_schema
-from core.settings import DeploymentResources, LLMModelSettings, Settings, config_version
+from core.settings import (
+    AutoscalingSettings,
+    DeploymentResources,
+    LLMModelSettings,
+    PlacementSettings,
+    Settings,
+    config_version,
+)
 from core.telemetry import configure_logging
 from core.tracing import configure_tracing, extracted, span
 from index.base import RetrievalResult
@@ -302,21 +309,28 @@ class APIIngress:
 
 
 def llm_deployment(name: str, model: LLMModelSettings) -> Any:
-    """The Serve deployment for one model, with its resources from settings."""
+    """The Serve deployment for one model, with its resources, scaling and routing from settings."""
     resources = model.resources
-    actor_options: dict[str, Any] = {"num_cpus": resources.num_cpus}
-    if resources.num_gpus:
-        actor_options["num_gpus"] = resources.num_gpus
+    options = _scaling_options(
+        resources.num_replicas,
+        resources.autoscaling,
+        resources.placement,
+        num_cpus=resources.num_cpus,
+        num_gpus=resources.num_gpus,
+    )
+    if model.routing == "prefix_affinity":
+        options["request_router_config"] = {
+            "request_router_class": "serving.routing:ChatPrefixAffinityRouter"
+        }
     return serve.deployment(
         LLMServer,
         name=name,
-        num_replicas=resources.num_replicas,
-        ray_actor_options=actor_options,
         max_ongoing_requests=resources.max_ongoing_requests,
         max_queued_requests=resources.max_queued_requests,
         health_check_period_s=10,
         health_check_timeout_s=30,
         graceful_shutdown_timeout_s=5,
+        **options,
     )
 
 
@@ -325,21 +339,53 @@ def model_deployment(cls: type, name: str, resources: DeploymentResources) -> An
     return serve.deployment(
         cls,
         name=name,
-        num_replicas=resources.num_replicas,
-        ray_actor_options={"num_cpus": resources.num_cpus},
         max_ongoing_requests=resources.max_ongoing_requests,
         max_queued_requests=resources.max_queued_requests,
         graceful_shutdown_timeout_s=5,
+        **_scaling_options(
+            resources.num_replicas,
+            resources.autoscaling,
+            resources.placement,
+            num_cpus=resources.num_cpus,
+            num_gpus=resources.num_gpus,
+        ),
     )
 
 
 def api_deployment(settings: Settings) -> Any:
     """The Serve ingress deployment for the Litestar API."""
+    api = settings.api
     return serve.deployment(
         serve.ingress()(APIIngress),
         name="api",
-        num_replicas=settings.api.num_replicas,
-        ray_actor_options={"num_cpus": settings.api.num_cpus},
-        max_ongoing_requests=settings.api.max_ongoing_requests,
+        max_ongoing_requests=api.max_ongoing_requests,
         graceful_shutdown_timeout_s=5,
+        **_scaling_options(
+            api.num_replicas, api.autoscaling, api.placement, num_cpus=api.num_cpus, num_gpus=0.0
+        ),
     )
+
+
+def _scaling_options(
+    num_replicas: int,
+    autoscaling: AutoscalingSettings,
+    placement: PlacementSettings,
+    *,
+    num_cpus: float,
+    num_gpus: float,
+) -> dict[str, Any]:
+    """Replica count or autoscaling, and actor resources, as ``serve.deployment`` takes them."""
+    actor_options: dict[str, Any] = {"num_cpus": num_cpus}
+    if num_gpus:
+        actor_options["num_gpus"] = num_gpus
+    if placement.custom_resources:
+        actor_options["resources"] = dict(placement.custom_resources)
+    options: dict[str, Any] = {"ray_actor_options": actor_options}
+    if autoscaling.enabled:
+        # Serve refuses a fixed num_replicas beside an autoscaling config.
+        options["autoscaling_config"] = autoscaling.serve_config()
+    else:
+        options["num_replicas"] = num_replicas
+    if placement.max_replicas_per_node is not None:
+        options["max_replicas_per_node"] = placement.max_replicas_per_node
+    return options

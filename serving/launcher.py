@@ -108,6 +108,7 @@ class EmbeddedStack:
             ray.init(address=settings.ray.address, namespace="enclave")
         self._started = True
         serve.start(
+            proxy_location=settings.ray.proxy_location,
             http_options={"host": settings.api.host, "port": settings.api.port},
         )
         serve.run(

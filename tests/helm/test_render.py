@@ -9,6 +9,7 @@ config inside it against Ray Serve's own schema.
 from __future__ import annotations
 
 import copy
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tests.helm.conftest import (
     VALUE_SETS,
     Rendered,
     run_helm,
+    template_args,
 )
 from tests.helm.pods import pod_templates, ray_containers
 
@@ -194,3 +196,34 @@ def test_the_history_vault_keys_are_mounted_files_never_values(render: Any) -> N
         if "secret" in v
     }
     assert {"vault-new", "vault-old"} <= secrets
+
+
+def test_worker_groups_offer_the_custom_resources_placement_asks_for(render: Any) -> None:
+    gpu = render(VALUE_SETS["gpu"])
+    cluster = gpu.one("RayService")["spec"]["rayClusterConfig"]
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    # KubeRay hands the value to the shell: JSON inside double quotes, as its docs show.
+    offered = {
+        name: json.loads(json.loads(group["rayStartParams"]["resources"]))
+        for name, group in groups.items()
+    }
+    assert offered == {"cpu": {"enclave_guard": 100}, "gpu": {"enclave_llm": 1}}
+    settings_map = next(
+        d for d in gpu.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-settings")
+    )
+    settings = yaml.safe_load(settings_map["data"]["settings.yaml"])
+    placement = settings["llm"]["primary"]["resources"]["placement"]
+    assert placement == {"custom_resources": {"enclave_llm": 1}}
+    assert "resources" not in cluster["headGroupSpec"]["rayStartParams"]
+
+
+def test_placement_nobody_offers_is_refused(helm: Path, chart_dir: Path) -> None:
+    sets = [
+        "settings.llm.primary.resources.placement.custom_resources.enclave_llm=1",
+        "settings.guard.resources.placement.custom_resources.enclave_guard=1",
+        "ray.workers.cpu.customResources.enclave_guard=10",
+    ]
+    result = run_helm(helm, *template_args(chart_dir, sets=sets))
+    assert result.returncode != 0
+    assert "settings.llm.primary.resources.placement.custom_resources.enclave_llm" in result.stderr
+    assert "custom_resources.enclave_guard" not in result.stderr

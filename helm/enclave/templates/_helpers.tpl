@@ -170,6 +170,14 @@ serving/runtime_env.py `offline_environment` for the data dir below (a test comp
 # Serve's HTTP proxies check the client's X-Request-ID before Ray adopts and echoes it.
 - name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
   value: serving.proxy_request_ids.proxy_middlewares
+# Serve's fast path (ray.serve_fast_path, ADR 0009): replica code and handle routers on each
+# replica's own event loop; request-path logs in batches.
+- name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD
+  value: "0"
+- name: RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP
+  value: "0"
+- name: RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE
+  value: "1000"
 - name: VLLM_CACHE_ROOT
   value: {{ printf "%s/vllm" $cache | quote }}
 - name: VLLM_HOST_IP

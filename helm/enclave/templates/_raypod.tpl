@@ -1,4 +1,12 @@
 {{/*
+`ray start --resources` from a map of custom resources: KubeRay passes the value to the
+shell as is, so the JSON goes in double quotes with its own quotes escaped.
+*/}}
+{{- define "enclave.rayResourcesParam" -}}
+{{- printf "%q" (toJson .) -}}
+{{- end -}}
+
+{{/*
 Pod template of one Ray node group: (dict "root" $ "role" "head"|"worker" "group" "cpu" "spec" $groupValues)
 The first container is the Ray container (KubeRay adds `ray start` and its own variables).
 */}}

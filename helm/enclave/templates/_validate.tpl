@@ -89,6 +89,28 @@ once, so one `helm template` run tells the whole story.
 {{- $errors = append $errors "settings.llm.primary.resources.num_gpus: the GPU worker group is enabled but no model asks for a GPU; the GPUs would sit idle" -}}
 {{- end -}}
 
+{{- /* Placement: every custom resource a deployment asks for is offered by some enabled group. */ -}}
+{{- $offered := keys (default (dict) $v.ray.head.customResources) -}}
+{{- range $name, $g := $v.ray.workers -}}{{- if $g.enabled -}}{{- $offered = concat $offered (keys (default (dict) $g.customResources)) -}}{{- end -}}{{- end -}}
+{{- $asks := dict -}}
+{{- with $settings.api -}}{{- $_ := set $asks "settings.api.placement" .placement -}}{{- end -}}
+{{- with $settings.llm -}}{{- range $role := list "primary" "fallback" -}}{{- $m := index $settings.llm $role -}}
+{{- if and $m (kindIs "map" $m) -}}{{- with $m.resources -}}{{- $_ := set $asks (printf "settings.llm.%s.resources.placement" $role) .placement -}}{{- end -}}{{- end -}}
+{{- end -}}{{- end -}}
+{{- range $section := list "pii" "guard" "retrieval" -}}{{- with index $settings $section -}}{{- with .resources -}}
+{{- $_ := set $asks (printf "settings.%s.resources.placement" $section) .placement -}}
+{{- end -}}{{- end -}}{{- end -}}
+{{- range $path := keys $asks | sortAlpha -}}
+{{- $placement := index $asks $path -}}
+{{- if and $placement (kindIs "map" $placement) -}}
+{{- range $resource := keys (default (dict) $placement.custom_resources) | sortAlpha -}}
+{{- if not (has $resource $offered) -}}
+{{- $errors = append $errors (printf "%s.custom_resources.%s: no enabled Ray group offers it (ray.head/workers.*.customResources); its replicas would never start" $path $resource) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- /* PodDisruptionBudgets: exactly one of minAvailable/maxUnavailable. */ -}}
 {{- $pdbs := dict "ray.head.pdb" $v.ray.head.pdb "ray.workers.cpu.pdb" $v.ray.workers.cpu.pdb "ray.workers.gpu.pdb" $v.ray.workers.gpu.pdb -}}
 {{- range $path, $pdb := $pdbs -}}

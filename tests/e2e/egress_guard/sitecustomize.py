@@ -3,6 +3,8 @@
 Put this folder on PYTHONPATH and set ENCLAVE_EGRESS_GUARD_LOG to a file: every Python
 process of the stack (the launcher, Ray's workers and every vLLM process they spawn) loads
 this module at start-up, installs an audit hook, and appends one JSON line per violation.
+ENCLAVE_EGRESS_GUARD_HOST_ADDRESSES may name this host's own interface addresses (comma
+separated): a multi-node Ray cluster on one host talks over them, and they never leave it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import socket
 import sys
 
 _LOG = os.environ.get("ENCLAVE_EGRESS_GUARD_LOG")
+_HOST_ADDRESSES = frozenset(
+    a.strip() for a in os.environ.get("ENCLAVE_EGRESS_GUARD_HOST_ADDRESSES", "").split(",") if a
+)
 
 
 def _is_local(host: object) -> bool:
     if not isinstance(host, str):
         return True  # AF_UNIX paths, abstract sockets
-    if host in {"localhost", ""}:
+    if host in {"localhost", ""} or host in _HOST_ADDRESSES:
         return True
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
