@@ -12,6 +12,7 @@ from litestar import Litestar
 from api.app import create_app
 from api.history import ConversationStore
 from api.services import Services
+from api.vault_keys import DeploymentKey, HistoryKeyring
 from core.audit import AuditLog, AuditSigner
 from core.db import Database
 from core.settings import Settings, config_version
@@ -46,7 +47,7 @@ def build() -> Litestar:
         security=build_security(settings, db),
         database=db,
         audit=AuditLog(AuditSigner.generate()),
-        history=ConversationStore(db),
+        history=ConversationStore(db, HistoryKeyring(DeploymentKey.generate())),
     )
     return create_app(services)
 
