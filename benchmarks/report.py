@@ -9,7 +9,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["git_commit", "machine_info", "update_readme", "write_json"]
+__all__ = [
+    "README_END",
+    "README_START",
+    "git_commit",
+    "machine_info",
+    "update_readme",
+    "write_json",
+]
 
 README_START = "<!-- serving-bench:start -->"
 README_END = "<!-- serving-bench:end -->"

@@ -39,6 +39,8 @@ from benchmarks.load import ChatJob, LevelResult, run_level
 from benchmarks.report import git_commit, machine_info, update_readme, write_json
 from benchmarks.servers import ServerError, ServerSpec, ensure_port_free, free_port, running
 from benchmarks.serving_report import (
+    ENCLAVE,
+    RAW,
     SideLevel,
     markdown_section,
     plot,
@@ -58,7 +60,6 @@ __all__ = ["main"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO_ROOT / "benchmarks"
 LOOPBACK = "127.0.0.1"
-RAW, ENCLAVE = "raw-vllm", "enclave"
 _ANSWERED_INTENTS = {"it_support", "hr_policy", "document_question", "code_help", "writing_help"}
 
 

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.load import LevelResult
+from benchmarks.report import README_END, README_START
 
 __all__ = [
+    "ENCLAVE",
+    "RAW",
     "SideLevel",
     "Table",
     "markdown_section",
@@ -21,8 +24,6 @@ __all__ = [
 ]
 
 RAW, ENCLAVE = "raw-vllm", "enclave"
-README_START = "<!-- serving-bench:start -->"
-README_END = "<!-- serving-bench:end -->"
 # Both sides' usage.prompt_tokens must agree per question within this fraction.
 EQUAL_WORK_TOLERANCE = 0.02
 THROUGHPUT_TARGET = 0.95
