@@ -115,7 +115,7 @@ def greeting_text(greeting: Greeting) -> str:
             )
         )
     rows.append(("Staff key", _command(greeting, "keys create --role staff --name $USER")))
-    rows.append(("Status", "ENCLAVE_API_KEY=<admin key> " + _command(greeting, "status")))
+    rows.append(("Status", "ENCLAVE_API_KEY=$ADMIN_KEY " + _command(greeting, "status")))
     if greeting.logs_dir is not None:
         rows.append(("Logs", str(greeting.logs_dir)))
     width = max(len(label) for label, _ in rows)

@@ -163,8 +163,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
             args.json,
             f"Enclave answers at {base}: {'ready' if document['ready'] else 'NOT READY'}.\n"
             f"For its deployments, models, stores and canary, give a platform-admin key:\n"
-            f"  {API_KEY_ENV}=<key> enclave status   (the key `enclave serve` printed on its "
-            "first start, or one from `enclave keys create --role platform_admin --name ops`)",
+            f"  {API_KEY_ENV}=$ADMIN_KEY enclave status   (the key `enclave serve` printed on "
+            "its first start, or one from `enclave keys create --role platform_admin --name ops`)",
         )
         return NO_KEY
     response = httpx.get(

@@ -89,8 +89,8 @@ def test_the_greetings_commands_are_ones_the_cli_accepts(profile: str) -> None:
     )
     assert args.profile == (None if profile == "default" else profile)
     status = shlex.split(_line(text, "Status"))
-    assert status[0] == "ENCLAVE_API_KEY=<admin"
-    args = _parser().parse_args(status[3:])
+    assert status[0] == "ENCLAVE_API_KEY=$ADMIN_KEY"
+    args = _parser().parse_args(status[2:])
     assert args.command == "status"
     admin = _line(_greeting_text_without_key(profile), "Admin key").split("lost it? ")[1]
     args = _parser().parse_args(shlex.split(admin)[1:])

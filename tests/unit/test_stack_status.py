@@ -201,7 +201,7 @@ def test_enclave_status_against_a_running_api(
     assert main(["status"]) == 2
     out = capsys.readouterr().out
     assert f"Enclave answers at http://127.0.0.1:{port}: ready" in out
-    assert "ENCLAVE_API_KEY=<key> enclave status" in out
+    assert "ENCLAVE_API_KEY=$ADMIN_KEY enclave status" in out
     # A staff key is refused: the report is the platform admins'.
     monkeypatch.setenv("ENCLAVE_API_KEY", keys.plaintext["staff"])
     assert main(["status"]) == 2
