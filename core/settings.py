@@ -758,10 +758,11 @@ class RaySettings(_Section):
         "the port (and a stream would die with whichever node it landed on).",
     )
     startup_timeout_s: float = Field(
-        default=300.0,
+        default=600.0,
         gt=0,
         description="How long `enclave serve` waits for every deployment to be ready before it "
-        "stops with the deployments still starting and where their logs are.",
+        "stops, naming the deployments still starting and where their logs are (a first start "
+        "on 2 CPU cores takes about two minutes).",
     )
     log_to_console: bool = Field(
         default=False,

@@ -86,6 +86,8 @@ def start_stack(
             "ENCLAVE_RAY__METRICS_EXPORT_PORT": str(ray_metrics_port),
             "ENCLAVE_CONFIG_DIR": str(ROOT),
             "ENCLAVE_API__PORT": str(port),
+            # The launcher gives up (exit 1, the reason on its console) when this test would.
+            "ENCLAVE_RAY__STARTUP_TIMEOUT_S": str(timeout_s),
             "ENCLAVE_PATHS__DATA_DIR": str(workdir / "data"),
             "ENCLAVE_EGRESS_GUARD_LOG": str(guard_log),
             "PYTHONPATH": os.pathsep.join(
