@@ -114,7 +114,7 @@ def greeting_text(greeting: Greeting) -> str:
                 + _command(greeting, "keys create --role platform_admin --name admin"),
             )
         )
-    rows.append(("Staff key", _command(greeting, "keys create --role staff --name $USER")))
+    rows.append(("Staff key", _command(greeting, "keys create --role staff --name me")))
     rows.append(("Status", "ENCLAVE_API_KEY=$ADMIN_KEY " + _command(greeting, "status")))
     if greeting.logs_dir is not None:
         rows.append(("Logs", str(greeting.logs_dir)))

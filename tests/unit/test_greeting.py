@@ -78,14 +78,14 @@ def test_later_starts_say_how_to_get_an_admin_key_and_print_none() -> None:
 def test_the_greetings_commands_are_ones_the_cli_accepts(profile: str) -> None:
     """The staff-key and status commands are pasted as they are: they must parse."""
     text = greeting_text(_greeting(profile=profile))
-    staff = shlex.split(_line(text, "Staff key").replace("$USER", "alice"))
+    staff = shlex.split(_line(text, "Staff key"))
     assert staff[0] == ".venv/bin/enclave"
     args = _parser().parse_args(staff[1:])
     assert (args.command, args.keys_command, args.role, args.name) == (
         "keys",
         "create",
         ["staff"],
-        "alice",
+        "me",
     )
     assert args.profile == (None if profile == "default" else profile)
     status = shlex.split(_line(text, "Status"))
