@@ -186,7 +186,7 @@ def _free_port() -> int:
 
 @pytest.mark.usefixtures("stack")  # beside the session's stack, as an operator's second one
 def test_a_replica_that_cannot_start_is_reported_on_the_console() -> None:
-    """A model the PII deployment cannot find: the console names the deployment, its error and
+    """An encoder the retriever cannot find: the console names the deployment, its error and
     the logs' folder, and `enclave serve` exits 1 without waiting for the rest."""
     workdir = Path(tempfile.mkdtemp(prefix="enclave-fail-"))
     env = {
@@ -196,8 +196,8 @@ def test_a_replica_that_cannot_start_is_reported_on_the_console() -> None:
         "ENCLAVE_PATHS__DATA_DIR": str(workdir / "data"),
         "ENCLAVE_API__PORT": str(_free_port()),
         "ENCLAVE_RAY__METRICS_EXPORT_PORT": str(_free_port()),
-        "ENCLAVE_PII__SPACY_STORE_NAME": "no-such-model",
-        "ENCLAVE_RETRIEVAL__ENABLED": "false",
+        # The retriever checks its encoder first thing: the cheapest replica to fail.
+        "ENCLAVE_RETRIEVAL__ENCODER_STORE_NAME": "no-such-model",
         "ENCLAVE_CANARY__ENABLED": "false",
         "ENCLAVE_EGRESS_GUARD_LOG": str(workdir / "egress.jsonl"),
         "PYTHONPATH": os.pathsep.join([str(GUARD_DIR), str(ROOT)]),
@@ -222,7 +222,7 @@ def test_a_replica_that_cannot_start_is_reported_on_the_console() -> None:
     print(f"failed start reported after {seconds:.0f} s:\n{console}")
     assert process.returncode == 1, console[-3000:]
     failure = console[console.index("Enclave did not start.") :]
-    assert "Deployment pii failed (DEPLOY_FAILED):" in failure
+    assert "Deployment retriever failed (DEPLOY_FAILED):" in failure
     assert "no-such-model" in failure
     logs = workdir / "data" / "ray" / "session_latest" / "logs"
     assert f"Full logs: {logs}" in failure
