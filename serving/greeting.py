@@ -9,6 +9,7 @@ the last thing on screen. Plain text builders, so tests read exactly what an ope
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ __all__ = [
 ]
 
 _RULE = "-" * 72
+# Ray colours the tracebacks it forwards; the console and a log file want plain text.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # The tail of a deployment's error the console shows; the whole of it is in the logs.
 _ERROR_LINES = 25
 
@@ -131,7 +134,7 @@ def failure_text(problem: str, logs_dir: Path | None) -> str:
     where = logs_dir if logs_dir is not None else "Ray's session logs on each node"
     return (
         f"\nEnclave did not start.\n{problem.strip()}\n"
-        f"Full logs: {where} (serve/ holds each replica's log, worker-*.err its output)."
+        f"Full logs: {where} (serve/ holds each replica's log, worker-*.out|err its output)."
     )
 
 
@@ -152,7 +155,7 @@ def startup_problem(application: Any) -> str | None:
     for name, deployment in sorted(application.deployments.items()):
         status = _value(deployment.status)
         if status in {"DEPLOY_FAILED", "UNHEALTHY"}:
-            message = deployment.message.strip().splitlines()
+            message = _ANSI.sub("", deployment.message).strip().splitlines()
             shown = message[-_ERROR_LINES:]
             if len(message) > len(shown):
                 shown.insert(0, "...")

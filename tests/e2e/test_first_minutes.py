@@ -81,7 +81,7 @@ def test_the_console_ends_with_the_greeting_and_holds_no_replica_logs(
     assert list((logs / "serve").glob("replica_enclave_llm_primary_*.log"))
     engine_output = [
         path
-        for path in logs.glob("worker-*.err")
+        for path in logs.glob("worker-*.*")
         if "Initializing a V1 LLM engine" in path.read_text(errors="replace")
     ]
     assert engine_output, "vLLM's start-up lines are in no worker log"

@@ -154,7 +154,9 @@ def test_a_failed_deployment_is_reported_with_its_error() -> None:
     traceback = "\n".join(f"  frame {i}" for i in range(60))
     error = (
         "The deployment failed to start 3 times in a row. Error:\n"
-        f"{traceback}\nModelStoreError: the model folder is missing"
+        f"{traceback}\n"
+        "\x1b[36mray::ServeReplica:enclave:llm_primary.initialize_and_get_metadata()\x1b[39m\n"
+        "ModelStoreError: the model folder is missing"
     )
     application = _application(
         ApplicationStatus.DEPLOY_FAILED,
@@ -167,6 +169,7 @@ def test_a_failed_deployment_is_reported_with_its_error() -> None:
     assert problem.splitlines()[-1].strip() == "ModelStoreError: the model folder is missing"
     assert "pii" not in problem
     assert len(problem.splitlines()) < 30  # the tail; the whole is in the logs
+    assert "\x1b" not in problem  # Ray's colours dropped
     text = failure_text(problem, LOGS)
     assert text.splitlines()[1] == "Enclave did not start."
     assert str(LOGS) in text.splitlines()[-1]
