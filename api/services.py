@@ -12,6 +12,7 @@ from api.context import PromptTokenizer
 from api.history import ConversationStore
 from api.reply_filter import OutputScanner
 from api.security import ApiKeyRecord, ApiKeyStore, Authenticator, QuotaLedger, RateLimiter
+from api.stack_status import StackInspector
 from core.audit import AuditLog
 from core.db import Database
 from core.metrics import EnclaveMetrics
@@ -91,5 +92,7 @@ class Services:
     audit: AuditLog
     history: ConversationStore
     knowledge: KnowledgeService | None = None
+    # Serve's deployments and the model manifest, for /v1/admin/status (None outside Serve).
+    stack: StackInspector | None = None
     # Each app its own registry unless given one (tests build many apps in one process).
     metrics: EnclaveMetrics = field(default_factory=lambda: EnclaveMetrics(CollectorRegistry()))
