@@ -1,10 +1,21 @@
-"""An API process for the shared-quota test: the real app, security and Redis limits over
-scripted models. ``python -m tests.integration.quota_api_app PORT`` (settings from env)."""
+"""An API process for the shared-quota tests: the real app, security and Redis limits over
+scripted models. ``python -m tests.integration.quota_api_app PORT`` (settings from env).
+
+``QUOTA_TEST_GATE_DIR`` (optional) holds every answer until the test allows it: each chat
+that reached the model (its quota reservation is held by then) writes an ``arrived-*`` file
+there and waits for ``open``. Tests count arrivals instead of guessing how long a loaded
+machine takes, so "all reservations are held at once" is a fact, not a timing hope.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 from litestar import Litestar
@@ -16,29 +27,52 @@ from api.vault_keys import DeploymentKey, HistoryKeyring
 from core.audit import AuditLog, AuditSigner
 from core.db import Database
 from core.settings import Settings, config_version
+from models.llm.base import GenerationDelta, GenerationRequest
 from serving.security import build_security
 from tests.fakes import KeywordGuard, RegexPII, ScriptedLLM, WordTokenizer
 
+GATE_OPEN = "open"
+
+
+@dataclass
+class GatedLLM(ScriptedLLM):
+    """The scripted model, holding each answer until ``<gate>/open`` exists."""
+
+    gate: Path | None = None
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        if self.gate is not None:
+            (self.gate / f"arrived-{os.getpid()}-{uuid.uuid4().hex}").touch()
+            # The test (another process) opens the gate with a file: no asyncio.Event reaches.
+            while not (self.gate / GATE_OPEN).exists():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        async for delta in super().generate(request):
+            yield delta
+
 
 def build() -> Litestar:
+    limits: dict[str, object] = {
+        "store": "redis",
+        "redis_url": os.environ["QUOTA_TEST_REDIS_URL"],
+        "key_prefix": os.environ["QUOTA_TEST_PREFIX"],
+        "user_requests_per_minute": None,
+        "tenant_requests_per_minute": None,
+        "user_tokens": {"tokens": int(os.environ["QUOTA_TEST_TOKENS"]), "period": "day"},
+        "tenant_tokens": {"tokens": None},
+    }
     settings = Settings(
         paths={"data_dir": os.environ["QUOTA_TEST_DATA_DIR"]},
         llm={"primary": {"served_name": "test-model"}, "fallback": None},
-        limits={
-            "store": "redis",
-            "redis_url": os.environ["QUOTA_TEST_REDIS_URL"],
-            "key_prefix": os.environ["QUOTA_TEST_PREFIX"],
-            "user_requests_per_minute": None,
-            "tenant_requests_per_minute": None,
-            "user_tokens": {"tokens": int(os.environ["QUOTA_TEST_TOKENS"]), "period": "day"},
-            "tenant_tokens": {"tokens": None},
-        },
+        limits=limits,
     )
+    gate = os.environ.get("QUOTA_TEST_GATE_DIR")
     db = Database.from_settings(settings)
     services = Services(
         settings=settings,
         config_version=config_version(settings),
-        primary=ScriptedLLM(reply="one two three four five", delay_s=0.01),
+        primary=GatedLLM(
+            reply="one two three four five", delay_s=0.01, gate=Path(gate) if gate else None
+        ),
         fallback=None,
         tokenizer=WordTokenizer(),
         guard=KeywordGuard(),
