@@ -94,9 +94,13 @@ WORKER = textwrap.dedent(
         async def one() -> int:
             if mode == "quota":
                 try:
-                    return (await ledger.reserve(scopes, 64)).tokens
+                    reservation = await ledger.reserve(scopes, 64)
                 except QuotaExceeded:
                     return 0
+                # Settled as a request does (an unsettled one is released when its
+                # task ends: the request-task lease).
+                await ledger.settle(reservation, reservation.tokens)
+                return reservation.tokens
             return int((await rates.hit(principal)).allowed)
 
         results = await asyncio.gather(*(one() for _ in range(count)))
