@@ -112,17 +112,22 @@ class RedisQuotaLedger:
         )
         self._unsettled: list[tuple[Reservation, int]] = []
         self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     # --- lease ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start renewing this process's lease and reclaiming dead processes' reservations."""
         if self._heartbeat is None or self._heartbeat.done():
+            self._stopping = asyncio.Event()
             self._heartbeat = asyncio.get_running_loop().create_task(self._maintain())
 
     async def stop(self) -> None:
         """Stop the heartbeat, settle what is pending and give back what is still held."""
         if self._heartbeat is not None:
+            # The flag ends the loop even where a Redis call swallows the cancellation
+            # (redis-py can, mid-command): a cancel alone left the task sleeping on.
+            self._stopping.set()
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
@@ -138,14 +143,15 @@ class RedisQuotaLedger:
 
     async def _maintain(self) -> None:
         interval = self._lease_ttl_ms / 3000
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.renew()
                 await self._retry_settles()
                 await self.reclaim_expired()
             except RedisError as exc:
                 self._outage.unavailable("quota", exc)  # counted and logged; keep trying
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
 
     async def renew(self) -> None:
         """Extend this process's lease by its TTL."""
