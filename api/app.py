@@ -179,10 +179,11 @@ def create_app(
         ),
         debug=False,
         on_startup=[
+            security.quotas.start,
             checkpoints.start,
             *([retention.start] if services.settings.retention.history_days else []),
         ],
-        on_shutdown=[retention.stop, checkpoints.stop],
+        on_shutdown=[retention.stop, checkpoints.stop, security.quotas.stop],
     )
     document_problem_responses(app)
     record_http(app, services.metrics)  # last: it declares every route of the app

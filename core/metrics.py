@@ -2,7 +2,9 @@
 
 :class:`EnclaveMetrics` owns every metric of the catalogue except those registered by their
 own modules on the same registry: ``enclave_quota_alarms_total``
-(``api.security.quotas.AlarmEmitter``) and the ``enclave_canary_*`` metrics. An API replica
+(``api.security.quotas.AlarmEmitter``), ``enclave_quota_reclaimed_tokens_total``
+(``api.security.quota_leases``), ``enclave_limits_store_unavailable_total``
+(``api.security.store_outage``) and the ``enclave_canary_*`` metrics. An API replica
 exports the canary's metrics with :class:`CanaryResults`, from the runs recorded in the SQL
 store (``core.db.canary_schema``), so that every replica shows the result of a canary that
 ran anywhere (a Kubernetes CronJob, the embedded stack's schedule);

@@ -26,6 +26,7 @@ __all__ = [
     "OIDCSettings",
     "QuotaPeriod",
     "RoleName",
+    "StoreOutagePolicy",
     "TokenQuotaSettings",
 ]
 
@@ -33,6 +34,9 @@ RoleName = Literal["staff", "tenant_admin", "auditor", "platform_admin"]
 """The roles Enclave knows; ``api.security.Role`` is this type."""
 
 ROLE_NAMES: tuple[RoleName, ...] = ("staff", "tenant_admin", "auditor", "platform_admin")
+
+StoreOutagePolicy = Literal["fail_closed", "fail_open"]
+"""What rate limits and quotas do while their store (Redis) is unavailable."""
 
 QuotaPeriod = Literal["hour", "day", "month"]
 """Calendar periods in UTC: a quota resets at the top of the hour, at midnight, on the 1st."""
@@ -311,6 +315,22 @@ class LimitsSettings(_Section):
     alarm_levels: list[int] = Field(
         default_factory=lambda: [50, 80, 100],
         description="Percentages of a quota that raise an alarm, once per scope and period.",
+    )
+    reservation_lease_ttl_s: float = Field(
+        default=30.0,
+        ge=5,
+        le=3600,
+        description="Token reservations of an API process that stopped renewing its lease for "
+        "this long (it crashed) are given back to the quota (redis store; the process renews "
+        "every third of it). A crash can hold tokens for up to about 1.3 times this. At least "
+        "5 s, so that one renewal waiting out the Redis client's 2 s timeout keeps the lease.",
+    )
+    on_store_unavailable: StoreOutagePolicy = Field(
+        default="fail_closed",
+        description="While the limits store (Redis) is unavailable: fail_closed refuses chats "
+        "and rate-limited requests with 503 and Retry-After (no request escapes its limits); "
+        "fail_open lets them proceed unmetered and logs each one. Either way "
+        "enclave_limits_store_unavailable_total counts the failures and an alert fires.",
     )
 
     @field_validator("alarm_levels")

@@ -20,6 +20,7 @@ from api.security import (
     QuotaLedger,
     RateLimiter,
     RedisQuotaLedger,
+    StoreOutage,
     build_limits_store,
     issue_api_key,
 )
@@ -49,6 +50,8 @@ def build_security(
     )
     store = build_limits_store(limits)
     on_alarm = _alarm_to_webhook(settings)
+    # One outage policy (and metric) for the rate limiter and the ledger: they share Redis.
+    outage = StoreOutage(limits.on_store_unavailable, registry)
     quotas: QuotaLedger
     if limits.store == "redis":
         # The ledger runs its Lua scripts on the same client as the rate limiter's store.
@@ -58,6 +61,8 @@ def build_security(
             alarm_levels=limits.alarm_levels,
             registry=registry,
             on_alarm=on_alarm,
+            lease_ttl_s=limits.reservation_lease_ttl_s,
+            outage=outage,
         )
     else:
         quotas = MemoryQuotaLedger(
@@ -65,7 +70,7 @@ def build_security(
         )
     return Security(
         authenticator=authenticator,
-        rate_limiter=RateLimiter.from_settings(limits, store),
+        rate_limiter=RateLimiter.from_settings(limits, store, outage),
         quotas=quotas,
         api_keys=keys,
         api_key_pepper=pepper,

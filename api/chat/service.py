@@ -102,7 +102,8 @@ class ChatService:
                 except QuotaExceeded:
                     services.metrics.rejection("quota")
                     raise
-                headers.update(_quota_headers(reservation))
+                if reservation.balances:  # none: admitted unmetered (store down, fail_open)
+                    headers.update(_quota_headers(reservation))
         events = self._events(chat, run, principal, reservation)
         return ChatTurn(chat, run, headers, events)
 

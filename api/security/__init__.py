@@ -3,7 +3,8 @@
 Building blocks, wired into the app by ``api/app.py``: :class:`Authenticator` (over
 :class:`OIDCVerifier` and :func:`verify_api_key`) turns the ``Authorization`` header into a
 :class:`Principal`; :func:`require_role` guards actions; :class:`RateLimiter` and a
-:class:`QuotaLedger` (memory or Redis) admit requests. Errors: :mod:`api.security.errors`.
+:class:`QuotaLedger` (memory or Redis) admit requests, following :class:`StoreOutage`'s policy
+while Redis is unavailable. Errors: :mod:`api.security.errors`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from api.security.quotas import (
 )
 from api.security.quotas_redis import RedisQuotaLedger
 from api.security.rate_limits import RateDecision, RateLimiter, build_limits_store
+from api.security.store_outage import StoreOutage
 
 __all__ = [
     "ROLES",
@@ -65,6 +67,7 @@ __all__ = [
     "RedisQuotaLedger",
     "Reservation",
     "Role",
+    "StoreOutage",
     "TooManyRequests",
     "Unauthenticated",
     "build_limits_store",

@@ -21,7 +21,12 @@ event is emitted (:mod:`api.security.quotas_redis` for the Redis ledger).
 
 Two ledgers implement :class:`QuotaLedger`: :class:`MemoryQuotaLedger` (one process, an
 asyncio lock) here and ``RedisQuotaLedger`` (any number of processes, one Lua script).
-A reservation leaked by a crashed process stays committed until its period ends.
+
+**Leases.** A reservation nobody will settle is given back within a bounded time instead of
+holding "quota exceeded" until the period ends: when the request task that took it ends
+without settling (both ledgers, :mod:`api.security.quota_leases`), and when its API process
+dies (the Redis ledger's process lease, ``limits.reservation_lease_ttl_s``). Reclaimed
+tokens count in ``enclave_quota_reclaimed_tokens_total{reason}``.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ import asyncio
 import inspect
 import logging
 import math
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
@@ -39,6 +45,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from api.security.errors import QuotaExceeded
 from api.security.principal import Principal
+from api.security.quota_leases import RequestLeases, reclaimed_tokens_counter
 from core.settings_security import LimitsSettings, QuotaPeriod
 
 __all__ = [
@@ -86,13 +93,19 @@ class QuotaBalance:
 
 @dataclass(slots=True)
 class Reservation:
-    """Tokens held in every scope until :meth:`QuotaLedger.settle`; settle exactly once."""
+    """Tokens held in every scope until :meth:`QuotaLedger.settle`; settle exactly once.
+
+    ``reclaimed``: the ledger released it because its request ended unsettled. A reservation
+    with no scopes and no balances was admitted unmetered (the store was down, fail_open).
+    """
 
     scopes: tuple[QuotaScope, ...]
     tokens: int
     period_starts: tuple[datetime, ...]
     balances: tuple[QuotaBalance, ...]
     settled: bool = False
+    reclaimed: bool = False
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +139,14 @@ class QuotaLedger(Protocol):
 
     async def forget_user(self, subject: str) -> int:
         """Drop a user's usage records (erasure); returns how many counters went."""
+        ...
+
+    async def start(self) -> None:
+        """Begin background work (the Redis ledger's lease heartbeat and reclaimer)."""
+        ...
+
+    async def stop(self) -> None:
+        """End background work and give back what this process still holds."""
         ...
 
 
@@ -263,6 +284,9 @@ class MemoryQuotaLedger:
     ) -> None:
         self._levels = tuple(sorted(alarm_levels))
         self._alarms = AlarmEmitter(on_alarm, registry)
+        self._leases = RequestLeases[Reservation](
+            lambda held: self.settle(held, 0), reclaimed_tokens_counter(registry)
+        )
         self._clock = clock
         self._lock = asyncio.Lock()
         # key -> (tokens committed, end of its period); fired: (key, level)
@@ -272,6 +296,13 @@ class MemoryQuotaLedger:
     @staticmethod
     def _key(scope: QuotaScope, start: datetime) -> str:
         return f"{scope.kind}:{scope.id}:{scope.period}:{period_label(scope.period, start)}"
+
+    async def start(self) -> None:
+        """Nothing to start: one process, no lease to renew."""
+
+    async def stop(self) -> None:
+        """Finish releasing the reservations of requests that ended unsettled."""
+        await self._leases.drain()
 
     async def forget_user(self, subject: str) -> int:
         """Drop a user's usage counters and alarm markers (erasure)."""
@@ -324,7 +355,7 @@ class MemoryQuotaLedger:
         await self._alarms.emit(alarms)
         if refused:
             raise quota_exceeded([(scopes[i], used[i], bounds[i][1]) for i in refused], tokens, now)
-        return Reservation(
+        reservation = Reservation(
             scopes=tuple(scopes),
             tokens=tokens,
             period_starts=tuple(start for start, _ in bounds),
@@ -333,6 +364,8 @@ class MemoryQuotaLedger:
                 for i, s in enumerate(scopes)
             ),
         )
+        self._leases.watch(reservation)
+        return reservation
 
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Replace the reserved amount by ``used_tokens`` (in the reservation's period)."""

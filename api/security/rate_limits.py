@@ -16,6 +16,9 @@ limiter over the ``Store`` objects instead: with a ``RedisStore`` it runs one Lu
 on the store's client and in its namespace (atomic across processes); with any other store
 (``MemoryStore``, the default) it uses ``get``/``set`` behind an asyncio lock, which is
 exact within the one process such a store serves.
+
+**Redis unavailable.** The hit follows ``limits.on_store_unavailable``
+(:mod:`api.security.store_outage`): a 503 with ``Retry-After``, or an unmetered pass.
 """
 
 from __future__ import annotations
@@ -30,11 +33,15 @@ from datetime import timedelta
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
 
 from api.security.errors import RateLimited
 from api.security.principal import Principal
-from api.security.quotas_redis import store_errors_as_unavailable
+from api.security.store_outage import StoreOutage
 from core.settings_security import LimitsSettings
 
 __all__ = ["RateDecision", "RateLimiter", "build_limits_store"]
@@ -95,8 +102,11 @@ class RateLimiter:
         user_per_minute: int | None,
         tenant_per_minute: int | None,
         clock: Callable[[], float] = time.time,
+        outage: StoreOutage | None = None,
     ) -> None:
         self._store = store
+        # Without one given (a test's limiter): fail closed, counted on a private registry.
+        self._outage = outage or StoreOutage("fail_closed", CollectorRegistry())
         self._user_limit = user_per_minute
         self._tenant_limit = tenant_per_minute
         self._clock = clock
@@ -108,12 +118,15 @@ class RateLimiter:
             self._script = redis.register_script(_HIT)
 
     @classmethod
-    def from_settings(cls, limits: LimitsSettings, store: Store) -> RateLimiter:
-        """A limiter with the configured per-minute rates."""
+    def from_settings(
+        cls, limits: LimitsSettings, store: Store, outage: StoreOutage | None = None
+    ) -> RateLimiter:
+        """A limiter with the configured per-minute rates (and outage policy, if given)."""
         return cls(
             store,
             user_per_minute=limits.user_requests_per_minute,
             tenant_per_minute=limits.tenant_requests_per_minute,
+            outage=outage,
         )
 
     def _keys(self, subject: str, tenant: str, window: int) -> tuple[str, str]:
@@ -129,10 +142,13 @@ class RateLimiter:
         if self._script is not None:
             assert isinstance(self._store, RedisStore)
             names = [self._store._make_key(key) for key in keys]
-            async with store_errors_as_unavailable("rate-limit"):
+            try:
                 allowed, user_count, tenant_count, refused = await self._script(
                     keys=names, args=[*limits, WINDOW_S + 1]
                 )
+            except RedisError as exc:
+                self._outage.admit_unmetered("rate_limit", exc)  # raises unless fail_open
+                return RateDecision(True, None, None, reset_in)
             counts = (int(user_count), int(tenant_count))
         else:
             allowed, counts, refused = await self._hit_store(keys, limits, reset_in)
@@ -193,8 +209,14 @@ def build_limits_store(limits: LimitsSettings) -> Store:
     password = None
     if limits.redis_password_file is not None:
         password = limits.redis_password_file.read_text(encoding="utf-8").strip()
-    # Short timeouts: a stalled Redis must become a 503, never a hung request.
+    # Short timeouts and two quick retries (a dropped connection is retried; redis-py's own
+    # default, ten retries with backoff, holds each request for seconds): a stalled or
+    # down Redis must become the outage policy's answer at once, never a hung request.
     redis = Redis.from_url(
-        limits.redis_url, password=password, socket_timeout=2.0, socket_connect_timeout=2.0
+        limits.redis_url,
+        password=password,
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+        retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=2),
     )
     return RedisStore(redis, namespace=limits.key_prefix, handle_client_shutdown=True)

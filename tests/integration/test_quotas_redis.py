@@ -30,6 +30,7 @@ from api.security import (
     RateLimited,
     RateLimiter,
     RedisQuotaLedger,
+    StoreOutage,
 )
 from core.errors import ServiceUnavailable
 
@@ -94,9 +95,13 @@ WORKER = textwrap.dedent(
         async def one() -> int:
             if mode == "quota":
                 try:
-                    return (await ledger.reserve(scopes, 64)).tokens
+                    reservation = await ledger.reserve(scopes, 64)
                 except QuotaExceeded:
                     return 0
+                # Settled as a request does (an unsettled one is released when its
+                # task ends: the request-task lease).
+                await ledger.settle(reservation, reservation.tokens)
+                return reservation.tokens
             return int((await rates.hit(principal)).allowed)
 
         results = await asyncio.gather(*(one() for _ in range(count)))
@@ -241,3 +246,32 @@ async def test_an_unreachable_redis_is_a_503_not_a_500() -> None:
             await rates.hit(Principal("u", "t", frozenset(), "oidc"))
     finally:
         await dead.aclose()
+
+
+async def test_fail_open_admits_unmetered_and_counts_the_outage() -> None:
+    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    registry = CollectorRegistry()
+    outage = StoreOutage("fail_open", registry)
+    try:
+        ledger = RedisQuotaLedger(
+            dead, key_prefix="unused", registry=CollectorRegistry(), outage=outage
+        )
+        scope = QuotaScope("user", "u", 10, "day")
+        unmetered = await ledger.reserve([scope], 1_000)  # over the quota, yet admitted
+        assert (unmetered.scopes, unmetered.tokens, unmetered.balances) == ((), 0, ())
+        await ledger.settle(unmetered, 900)  # nothing to settle
+        with pytest.raises(ServiceUnavailable):  # no balance to report without the store
+            await ledger.balance(scope)
+        rates = RateLimiter(RedisStore(dead), user_per_minute=1, tenant_per_minute=1, outage=outage)
+        decision = await rates.enforce(Principal("u", "t", frozenset(), "oidc"))
+        assert decision.allowed
+        assert decision.headers() == {}  # no budget claimed that nobody counted
+    finally:
+        await dead.aclose()
+
+    def count(store: str) -> float | None:
+        return registry.get_sample_value(
+            "enclave_limits_store_unavailable_total", {"store": store, "policy": "fail_open"}
+        )
+
+    assert (count("quota"), count("rate_limit")) == (2.0, 1.0)  # reserve and balance; hit

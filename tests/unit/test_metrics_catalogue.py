@@ -7,12 +7,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from api.security.quotas import MemoryQuotaLedger, QuotaScope
+from api.security.store_outage import StoreOutage
 from core.metrics import OTHER, EnclaveMetrics
 from serving.canary import CanaryMetrics
 from tests.alerting.test_alert_rules import Metric, load_catalogue
 
 OWNED_ELSEWHERE = {
     "enclave_quota_alarms_total",
+    "enclave_quota_reclaimed_tokens_total",
+    "enclave_limits_store_unavailable_total",
     "enclave_canary_runs_total",
     "enclave_canary_success",
     "enclave_canary_last_success_timestamp_seconds",
@@ -55,6 +58,7 @@ async def test_enclave_quota_and_canary_metrics_are_exactly_the_catalogue(
 ) -> None:
     CanaryMetrics(registry)
     ledger = MemoryQuotaLedger(registry=registry)
+    StoreOutage("fail_open", registry)
     # Label names show in samples only: make the series that do not start at zero.
     await ledger.reserve([QuotaScope("user", "u1", 100, "day")], 60)
     metrics.request("/v1/models", "GET", 200, 0.01)

@@ -219,18 +219,34 @@ async def test_fifty_concurrent_reservations_never_exceed_the_quota(
 
     ledger = MemoryQuotaLedger(on_alarm=slow_sink, registry=registry, clock=clock)
     scopes = [user(limit=1000), tenant(limit=1000)]
+    release, all_decided = asyncio.Event(), asyncio.Event()
+    decided = 0
+
+    def decide() -> None:
+        nonlocal decided
+        decided += 1
+        if decided == 50:
+            all_decided.set()
 
     async def request() -> int:
         await asyncio.sleep(0)
         try:
             reservation = await ledger.reserve(scopes, 64)
         except QuotaExceeded:
+            decide()
             return 0
-        await asyncio.sleep(0.001)
+        decide()
+        await release.wait()  # a request holds its reservation while it answers
+        await ledger.settle(reservation, 64)
         return reservation.tokens
 
-    granted = await asyncio.gather(*(request() for _ in range(50)))
-    assert sum(granted) == 15 * 64  # 960: a 16th would make 1024
+    tasks = [asyncio.ensure_future(request()) for _ in range(50)]
+    await all_decided.wait()
+    # All 50 decided while every granted one still holds its tokens.
+    assert (await ledger.balance(scopes[0])).used == 15 * 64  # 960: a 16th would make 1024
+    release.set()
+    granted = await asyncio.gather(*tasks)
+    assert sum(granted) == 15 * 64
     assert (await ledger.balance(scopes[0])).used == sum(granted)
     assert (await ledger.balance(scopes[1])).used == sum(granted)
 
