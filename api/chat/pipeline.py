@@ -334,6 +334,12 @@ class ChatPipeline:
                 primary = self._engine_stream(self._services.primary, request, run, so_far)
                 async with aclosing(primary):
                     async for delta in primary:
+                        if delta.finish_reason is not None:
+                            # Complete. The chat service stops reading at this delta and
+                            # closes the stream, so the line after the loop never runs for
+                            # it: without this a half-open breaker's successful probe was
+                            # released, not recorded, and the breaker never closed.
+                            verdict = True
                         yield delta
                 verdict = True
                 return

@@ -27,7 +27,7 @@ from api.request_plan import Planner
 from api.security import Principal, QuotaExceeded, Reservation, quota_scopes
 from api.services import Services
 from api.validation import ValidatedChat, validate_chat_request
-from core.audit import AuditUnavailable
+from core.audit import STORE_ERRORS, AuditUnavailable
 from core.errors import EnclaveError, GenerationInterrupted
 from core.tracing import span
 from models.llm.base import GenerationDelta
@@ -215,9 +215,7 @@ class ChatService:
             with span("persistence"):
                 # Read here, after the answer, so that it never delays the first token.
                 if chat.conversation_id is not None:
-                    previous = await services.history.last_turn(
-                        principal.tenant, principal.subject, chat.conversation_id
-                    )
+                    previous = await self._previous_turn(principal, chat.conversation_id)
                 recorded = await record_exchange(
                     services, principal, chat, run, answer="".join(parts), last=last,
                     lineage={**lineage},
@@ -239,6 +237,26 @@ class ChatService:
         if run.fallback_used and run.fallback_when is not None:
             metrics.fallback(run.fallback_when, run.fallback_reason or "unknown")
         return recorded.conversation_id, lineage, previous
+
+    async def _previous_turn(self, principal: Principal, conversation_id: str) -> LastTurn | None:
+        """The conversation's turn before this one, or None when the store cannot give it.
+
+        Only the rephrase signal needs it. A store failure here (the database restarting
+        while the answer streamed) must not escape the stream as a raw database error,
+        which would cut the answer off with neither ``[DONE]`` nor an error event: the
+        signal is skipped, and the write that follows records the exchange or reports
+        ``AuditUnavailable`` as an error event.
+        """
+        try:
+            return await self._services.history.last_turn(
+                principal.tenant, principal.subject, conversation_id
+            )
+        except STORE_ERRORS as exc:
+            _log.warning(
+                "previous turn unreadable; rephrase signal skipped",
+                extra={"error_type": type(exc).__name__},
+            )
+            return None
 
 
 def lineage_headers(run: ChatRun) -> dict[str, str]:

@@ -30,6 +30,7 @@ from core.audit.checkpoint import (
 )
 from core.audit.errors import AuditUnavailable
 from core.audit.export import CSV_COLUMNS, ExportFilter, csv_lines, iter_records, jsonl_lines
+from core.audit.reading import STORE_ERRORS
 from core.audit.records import AuditRecord, Problem, ProblemKind, format_time, record_hash
 from core.audit.signing import AuditSigner, AuditVerifier, key_id_of
 
@@ -37,6 +38,7 @@ __all__ = [
     "BUNDLE_FORMAT",
     "CHECKPOINT_FORMAT",
     "CSV_COLUMNS",
+    "STORE_ERRORS",
     "AuditEntry",
     "AuditLog",
     "AuditRecord",

@@ -54,6 +54,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _unreachable_as_dbapi_error(
+    dialect: Any, _record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
+) -> Any:
+    """Connect; a refused or timed-out connection raises the driver's ``OperationalError``.
+
+    asyncpg raises a plain ``OSError`` (connection refused, host unreachable) or
+    ``TimeoutError`` when the server is down, and SQLAlchemy passes those through unwrapped,
+    so they would escape every ``SQLAlchemyError`` handler: a login during a PostgreSQL
+    restart was a 500 instead of a 503 with ``Retry-After``. As the driver's own error,
+    SQLAlchemy wraps it as ``sqlalchemy.exc.OperationalError`` like any other store failure.
+    """
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except (OSError, TimeoutError) as exc:
+        msg = f"cannot connect to the database: {type(exc).__name__}: {exc}"
+        raise dialect.loaded_dbapi.OperationalError(msg) from exc
+
+
 class Database:
     """An async engine and the transactions over it."""
 
@@ -83,6 +101,7 @@ class Database:
                 pool_pre_ping=True,
                 connect_args={"timeout": connect_timeout_s},
             )
+            event.listen(engine.sync_engine, "do_connect", _unreachable_as_dbapi_error)
         return cls(engine)
 
     @classmethod

@@ -1,5 +1,6 @@
-"""The chaos stack: the real stack on PostgreSQL with small queues, started once for
-tests/chaos, under the same egress guard as the e2e suite."""
+"""The chaos stack: the real stack on PostgreSQL with small queues, started once for the
+whole tests/chaos package (its modules share it, in file order), under the same egress
+guard as the e2e suite."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ async def pg_admin(statement: str) -> None:
         await connection.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def chaos_database() -> Iterator[str]:
     name = f"enclave_chaos_{secrets.token_hex(4)}"
     asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
@@ -41,8 +42,9 @@ def chaos_database() -> Iterator[str]:
     asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture(scope="module")
-def chaos_stack(chaos_database: str) -> Iterator[RunningStack]:
+@pytest.fixture(scope="package")
+def chaos_stack(chaos_database: str, request: pytest.FixtureRequest) -> Iterator[RunningStack]:
+    failed_before = request.session.testsfailed
     workdir = Path(tempfile.mkdtemp(prefix="enclave-chaos-"))
     guard_log = workdir / "egress-violations.jsonl"
     os.environ["ENCLAVE_EGRESS_GUARD_LOG"] = str(guard_log)
@@ -69,10 +71,14 @@ def chaos_stack(chaos_database: str) -> Iterator[RunningStack]:
     if problems:
         pytest.fail("; ".join(problems) + "\n" + running.log_text()[-3000:])
     del survivors  # a killed replica's engine may outlive it; stop_stack killed it
+    if request.session.testsfailed > failed_before:
+        # The stack's log says what the failed test's clients could not see.
+        print(f"chaos stack log kept for the failed test(s): {running.log_path}")
+        return
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def chaos_keys(chaos_stack: RunningStack) -> dict[str, str]:
     keys = {}
     for role in ("staff", "auditor"):

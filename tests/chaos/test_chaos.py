@@ -5,49 +5,27 @@ is bounded; none may hang, and the audit chain must verify afterwards."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.chaos.conftest import pg_admin
+from tests.chaos.traffic import (
+    StreamOutcome,
+    chain_verifies,
+    chat,
+    headers,
+    stream_chat,
+    wait_ready,
+)
 from tests.e2e.stack import RunningStack, replica_processes
 
 pytestmark = pytest.mark.chaos
 
-MODEL = "smollm2-135m-instruct"
-
-
-def headers(keys: dict[str, str], role: str = "staff") -> dict[str, str]:
-    return {"Authorization": f"Bearer {keys[role]}"}
-
-
-def wait_ready(stack: RunningStack, timeout_s: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{stack.base_url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"/readyz did not recover within {timeout_s:g}s")
-
-
-def chain_verifies(stack: RunningStack, keys: dict[str, str]) -> dict[str, Any]:
-    report = httpx.get(
-        f"{stack.base_url}/v1/audit/verify", headers=headers(keys, "auditor"), timeout=60
-    ).json()
-    assert report["ok"] is True, report
-    return report
-
-
-def chat(question: str, **extra: Any) -> dict[str, Any]:
-    return {"model": MODEL, "messages": [{"role": "user", "content": question}], **extra}
+STORY = chat("Write a long story about the sea.", max_tokens=96, ignore_eos=True)
 
 
 def test_a_stalled_retriever_degrades_answers(
@@ -72,32 +50,6 @@ def test_a_stalled_retriever_degrades_answers(
     wait_ready(chaos_stack)
 
 
-async def _stream(client: httpx.AsyncClient, url: str, keys: dict[str, str]) -> dict[str, Any]:
-    body = chat("Write a long story about the sea.", stream=True, max_tokens=96, ignore_eos=True)
-    outcome: dict[str, Any] = {"chunks": 0, "done": False, "error": None, "events": []}
-    async with client.stream("POST", url, json=body, headers=headers(keys)) as response:
-        outcome["status"] = response.status_code
-        if response.status_code != 200:
-            outcome["error"] = (await response.aread()).decode()[:200]
-            return outcome
-        async for line in response.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            data = line[6:]
-            if data == "[DONE]":
-                outcome["done"] = True
-                break
-            frame = json.loads(data)
-            if "error" in frame:
-                outcome["error"] = frame["error"]["type"]
-                break
-            if frame.get("choices"):
-                outcome["chunks"] += 1
-            elif (frame.get("enclave") or {}).get("event") == "fallback":
-                outcome["events"].append(frame["enclave"])
-    return outcome
-
-
 def test_killing_the_primary_mid_stream_loses_no_stream(
     chaos_stack: RunningStack, chaos_keys: dict[str, str]
 ) -> None:
@@ -106,9 +58,12 @@ def test_killing_the_primary_mid_stream_loses_no_stream(
     replicas = replica_processes(chaos_stack, "llm_primary")
     assert replicas
 
-    async def scenario() -> list[dict[str, Any]]:
+    async def scenario() -> list[StreamOutcome]:
         async with httpx.AsyncClient(timeout=180) as client:
-            streams = [asyncio.create_task(_stream(client, url, chaos_keys)) for _ in range(20)]
+            streams = [
+                asyncio.create_task(stream_chat(client, url, headers(chaos_keys), STORY))
+                for _ in range(20)
+            ]
             await asyncio.sleep(4)  # the streams are under way
             for process in replicas:
                 os.kill(process.pid, signal.SIGKILL)
@@ -119,10 +74,11 @@ def test_killing_the_primary_mid_stream_loses_no_stream(
     for outcome in outcomes:
         # Each stream either finished (on the fallback if it was cut) or ended with a clean
         # error event / error status; none hung (wait_for above) or broke off silently.
-        assert outcome["done"] or outcome["error"], outcome
-    finished = [o for o in outcomes if o["done"]]
+        assert outcome.done or outcome.error or outcome.status != 200, outcome
+        assert outcome.broken is None, outcome
+    finished = [o for o in outcomes if o.done]
     assert finished, outcomes
-    switched = [e for o in outcomes for e in o["events"]]
+    switched = [e for o in outcomes for e in o.events]
     assert all(e["when"] in {"mid_stream", "before_first_token"} for e in switched)
     wait_ready(chaos_stack)
     chain_verifies(chaos_stack, chaos_keys)

@@ -142,6 +142,32 @@ def test_audit_store_down_fails_the_request_and_records_nothing(
     assert client.get("/v1/conversations", headers=keys.header("staff")).json()["data"] == []
 
 
+def test_a_failed_previous_turn_read_still_ends_the_stream_and_records_the_exchange(
+    stack: tuple[TestClient, TestKeys, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database drops while a continued conversation's answer streams: the read of the
+    # turn before (for the rephrase signal only) fails. The stream must still end with
+    # [DONE] or an error event — not break off mid-answer — and history and audit agree.
+    client, keys, services = stack
+    conversation = chat(client, keys, "hello vpn").json()["enclave"]["conversation_id"]
+
+    async def dropped(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("SELECT", {}, Exception("connection was closed"))
+
+    monkeypatch.setattr(services.history, "last_turn", dropped)
+    streamed = chat(client, keys, "and the hotel?", stream=True, conversation_id=conversation)
+    assert streamed.status_code == 200
+    assert iter_frames(streamed.content)[-1] == b"[DONE]"
+    monkeypatch.undo()
+    read = client.get(f"/v1/conversations/{conversation}", headers=keys.header("staff")).json()
+    answers = [m["request_id"] for m in read["messages"] if m["role"] == "assistant"]
+    records = client.get(
+        "/v1/audit/records", params={"event_type": "chat.exchange"}, headers=keys.header("auditor")
+    ).json()["data"]
+    assert [r["event"]["request_id"] for r in records] == answers
+    assert streamed.headers["x-request-id"] == answers[-1]
+
+
 def test_auditors_query_export_verify_and_bundle(
     stack: tuple[TestClient, TestKeys, Any], database: Database, tmp_path: Path
 ) -> None:

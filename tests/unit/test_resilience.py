@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import msgspec
@@ -509,4 +510,31 @@ async def test_cancelled_request_cancels_the_engine_and_spares_the_breaker(
     received = await _consume_until(pipeline, settings, 2)  # one word each
     assert fallback.cancelled == 1
     assert len(received) < 4
+    assert pipeline.breaker.state is CircuitState.CLOSED
+
+
+async def test_a_successful_probe_closes_the_breaker_when_read_as_the_service_reads(
+    pipeline: ChatPipeline, settings: Settings, primary: ScriptedLLM
+) -> None:
+    # The chat service stops reading at the delta that carries the finish reason and closes
+    # the stream; a probe that answered in full must still close the breaker, or every
+    # answer goes on to the (smaller) fallback long after the primary is back.
+    for _ in range(settings.llm.circuit_failure_threshold):
+        primary.fail_before_first = True
+        await answer(pipeline, settings)
+    assert pipeline.breaker.state is CircuitState.OPEN
+    primary.fail_before_first = False
+    pipeline.breaker._opened_at -= settings.llm.circuit_open_s  # the cool-down has passed
+    body = msgspec.convert(
+        {"model": "test-model", "messages": [{"role": "user", "content": "How do I log in?"}]},
+        ChatCompletionRequest,
+    )
+    chat = validate_chat_request(body, settings.api)
+    run = await pipeline.prepare(chat, "req_probe", "default", repo_plan(settings))
+    stream = pipeline.stream(chat, run)
+    async with aclosing(stream):
+        async for delta in stream:
+            if isinstance(delta, GenerationDelta) and delta.finish_reason is not None:
+                break
+    assert not run.fallback_used
     assert pipeline.breaker.state is CircuitState.CLOSED
