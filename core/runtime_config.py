@@ -2,7 +2,7 @@
 
 Settings (``core.settings``) are loaded once at start. A few of them — feature flags, the
 engine a tenant is answered by, retrieval parameters, answer limits and a canary rollout —
-may be overridden at run time by *versions* stored in the database (``api.runtime_config``
+may be overridden at run time by *versions* stored in the database (``api.stores.runtime_config``
 keeps them). Two levels exist: ``'*'`` (every tenant, set by platform admins) and each
 tenant's own; a request runs under settings ⊕ global ⊕ tenant, the most specific set value
 winning (:func:`effective_runtime`).

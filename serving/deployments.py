@@ -243,9 +243,9 @@ class APIIngress:
         from prometheus_client import CollectorRegistry
 
         from api.app import create_app
-        from api.history import ConversationStore
         from api.services import Services
-        from api.vault_keys import HistoryKeyring
+        from api.stores.history import ConversationStore
+        from api.stores.vault_keys import HistoryKeyring
         from core.audit import AuditLog
         from core.metrics import EnclaveMetrics
         from models.pii.pattern_scanner import PatternScanner

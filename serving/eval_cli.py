@@ -8,7 +8,7 @@ stack's host, or a Kubernetes Job with the database secret. It exits 0 when ever
 passed, 1 when a suite case failed or the handbook score is below ``--min-score``, 2 when
 it could not run.
 
-``report`` prints the stored runs with a marker on each step (``api.evals``).
+``report`` prints the stored runs with a marker on each step (``api.stores.evals``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from api.evals import FIGURES, MAX_LIMIT, EvalRun, EvalStore, Step, run_document
+from api.stores.evals import FIGURES, MAX_LIMIT, EvalRun, EvalStore, Step, run_document
 from core.errors import EnclaveError
 from core.settings import Settings
 from serving.eval_datasets import (

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from api.evals import VERSION_FIELDS, EvalRun, new_run_id
+from api.stores.evals import VERSION_FIELDS, EvalRun, new_run_id
 from core.errors import InvalidRequest
 from serving.eval_scoring import cites_relevant, held_back, loops, states_hint
 

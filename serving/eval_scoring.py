@@ -7,7 +7,7 @@ loop? Deterministic rules, no model, so a figure moves only when the answers do.
   case aside; negations count: "not compliant" is not "compliant").
 * **Citation correctness** (:func:`cites_relevant`): the answer has a ``[n]`` marker, every
   marker points at a source of the response, and one of them at a relevant document.
-* **Degeneration** (:func:`loops`): six words three times (``api.repetition``).
+* **Degeneration** (:func:`loops`): six words three times (``api.chat.repetition``).
 
 The held-back slice (:func:`held_back`): every fifth case of the handbook set (q005, q010,
 …). Prompts and decoding settings are tuned on the rest; the figures in ``models/README.md``
@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from api.repetition import find_loop
+from api.chat.repetition import find_loop
 
 __all__ = ["cited_numbers", "cites_relevant", "held_back", "loops", "states_hint"]
 

@@ -17,7 +17,7 @@ __all__ = ["add_history_commands"]
 
 
 def _rewrap(settings: Settings, args: argparse.Namespace) -> int:
-    from api.vault_keys import HistoryKeyring
+    from api.stores.vault_keys import HistoryKeyring
     from core.db import Database, check_schema
 
     keyring = HistoryKeyring.from_settings(settings)

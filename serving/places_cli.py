@@ -36,7 +36,7 @@ def _scan_places(settings: Settings, texts: list[str]) -> list[Any]:
 
 
 async def _apply(settings: Settings, tenant: str, kb: str, places: list[str]) -> tuple[int, int]:
-    from api.runtime_config import RuntimeConfigStore
+    from api.stores.runtime_config import RuntimeConfigStore
     from core.db import Database
 
     db = Database.from_settings(settings)

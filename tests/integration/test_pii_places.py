@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from api.guarding import GuardStage
-from api.runtime_config import RuntimeConfigStore
+from api.chat.guarding import GuardStage
+from api.stores.runtime_config import RuntimeConfigStore
 from core.db import Database
 from core.runtime_config import EffectiveRuntime
 from core.settings import Settings, load_settings

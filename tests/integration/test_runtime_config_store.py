@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select
 
-from api.runtime_config import RuntimeConfigStore
+from api.stores.runtime_config import RuntimeConfigStore
 from core.db import Database, config_activations, config_versions, prompt_versions, upgrade
 from core.errors import InvalidRequest, NotFound
 from core.settings import PathsSettings, Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from api.audit_checkpoints import CheckpointJob
+from api.stores.audit_checkpoints import CheckpointJob
 from core.audit import AuditLog, AuditSigner, AuditVerifier, Checkpoint, CheckpointFile
 from core.db import Database
 from serving.checkpoint_webhook import WebhookCheckpoints

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from api.evals import EvalRun, find_steps
+from api.stores.evals import EvalRun, find_steps
 from serving.eval_cli import render_history, render_run
 from serving.eval_datasets import Answer, HandbookCase, load_handbook, run_handbook
 from serving.eval_scoring import cites_relevant, held_back, loops, states_hint

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from api.history import ConversationStore, StoredMessage, conceal, merge_vaults, restore
-from api.vault_keys import DeploymentKey, HistoryKeyring
+from api.stores.history import ConversationStore, StoredMessage, conceal, merge_vaults, restore
+from api.stores.vault_keys import DeploymentKey, HistoryKeyring
 from core.db import Database, conversations, history_keys
 from core.errors import ConfigurationError, InvalidRequest
 from core.settings import Settings

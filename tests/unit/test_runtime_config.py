@@ -14,11 +14,11 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 
 from api.access import Gatekeeper, principal_of
-from api.audit_trail import AuditTrail
 from api.errors import exception_handlers
 from api.routes.config import RuntimeConfigController
-from api.runtime_config import RuntimeConfigStore
 from api.security import Principal
+from api.stores.audit_trail import AuditTrail
+from api.stores.runtime_config import RuntimeConfigStore
 from core.db import Database, audit_log
 from core.errors import InvalidRequest
 from core.runtime_config import (

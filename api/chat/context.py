@@ -9,19 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
+from api.services import PromptTokenizer
 from core.errors import ContextTooLong
 from models.llm.base import ChatMessage
 
-__all__ = ["ContextFit", "PromptTokenizer", "fit_context"]
-
-
-class PromptTokenizer(Protocol):
-    """Renders a chat with the model's template and returns its token ids."""
-
-    def prompt_token_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Token ids of the templated chat, generation prompt included."""
+__all__ = ["ContextFit", "fit_context"]
 
 
 @dataclass(frozen=True, slots=True)

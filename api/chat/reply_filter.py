@@ -5,7 +5,7 @@ therefore did not come from this user's messages, and is masked. Placeholders ar
 restored to the user's own values; one the request's vault never issued (the model invented
 ``<LOCATION_3>``) becomes a plain ``[unknown location]``, never a raw tag. A reply that
 contains the deployment's canary token, or quotes the system prompt at length, is cut and
-replaced. A reply that starts to loop (``api.repetition``) ends at its last complete
+replaced. A reply that starts to loop (``api.chat.repetition``) ends at its last complete
 sentence before the repeating began, and says so through :attr:`ReplyFilter.looped`.
 
 Text streams through with as little held back as possible: only a tail that could still
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from api.repetition import RepetitionGuard
-from models.pii.base import PIISpan
+from api.chat.repetition import RepetitionGuard
+from api.services import OutputScanner
 from models.pii.placeholders import PLACEHOLDER_RE, PlaceholderVault
 
-__all__ = ["FilteredText", "OutputScanner", "ReplyFilter"]
+__all__ = ["FilteredText", "ReplyFilter"]
 
 _PARTIAL_PLACEHOLDER = re.compile(r"[<\[][A-Z_]*(?:_\d*)?$")
 # A placeholder as the model may write it (also with square brackets, see the vault).
@@ -58,16 +57,6 @@ def _pii_tail_start(text: str) -> int:
             break
         start = group_start
     return start
-
-
-class OutputScanner(Protocol):
-    """Finds PII in a reply without an NLP model (pattern recognizers)."""
-
-    def find(self, text: str) -> list[PIISpan]:
-        """PII spans in ``text``."""
-
-    def hold_from(self, text: str) -> int:
-        """Where trailing text that may still grow into PII starts (``len(text)`` if none)."""
 
 
 @dataclass

@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from api.prompt_registry import PromptRegistry
-from api.runtime_config import RuntimeConfigStore
+from api.stores.prompt_registry import PromptRegistry
+from api.stores.runtime_config import RuntimeConfigStore
 from core.errors import NotFound
 from core.prompts import EffectivePrompt
 from core.runtime_config import EffectiveRuntime, cohort

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from api.context import PromptTokenizer
-from api.resilience import retry_idempotent
+from api.chat.resilience import retry_idempotent
+from api.services import PromptTokenizer
 from core.errors import ClientError
 from core.settings import RetrievalSettings
 from index.base import KnowledgeService, Source

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
-from api.validation import ANSWER_LANGUAGES, answer_language
+from api.chat.validation import ANSWER_LANGUAGES, answer_language
 from core.db import Database, user_profiles
 from core.errors import InvalidRequest
 
@@ -30,7 +30,7 @@ __all__ = [
 
 MAX_DISPLAY_NAME = 100
 DEFAULT_LANGUAGE = "en"
-# The languages a chat may ask answers in (api.validation): the profile offers the same.
+# The languages a chat may ask answers in (api.chat.validation): the profile offers the same.
 SUPPORTED_LANGUAGES: tuple[str, ...] = ANSWER_LANGUAGES
 
 

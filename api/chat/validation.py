@@ -6,7 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from api.openai_types import ChatCompletionRequest, RequestMessage
+from api.chat.openai_types import ChatCompletionRequest, RequestMessage
 from core.errors import InvalidRequest
 from core.settings import ApiSettings
 from models.llm.base import ChatMessage, SamplingOptions

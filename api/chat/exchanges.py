@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.chat.pipeline import ChatRun
-from api.history import StoredMessage
+from api.chat.validation import ValidatedChat
 from api.security import Principal
 from api.services import Services
-from api.validation import ValidatedChat
+from api.stores.history import StoredMessage
 from models.llm.base import GenerationDelta
 
 __all__ = ["RecordedExchange", "record_exchange"]

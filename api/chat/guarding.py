@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from api.resilience import retry_idempotent
+from api.chat.resilience import retry_idempotent
 from api.services import GuardClient
 from core.errors import ServiceUnavailable
 from core.metrics import EnclaveMetrics

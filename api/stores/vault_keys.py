@@ -7,7 +7,7 @@ outside the database (a Kubernetes Secret in a cluster). So:
 
 - the database alone (a dump, a backup, an operator's ``SELECT``) holds no readable value;
 - only the API, holding the deployment key, unwraps a data key, and it does so only to answer
-  that user (``api.history``);
+  that user (``api.stores.history``);
 - erasing a person deletes their wrapped data key (crypto-shredding): their vaults in the
   live database are unreadable at once, and those in older backups once every deployment key
   that wrapped the deleted row is retired (docs/operations.md, "History vault keys").

@@ -4,7 +4,7 @@ user's conversation is "not found". Content is stored with placeholders, never r
 (``PlaceholderVault.conceal`` turns the user's restored values back into placeholders).
 
 What each placeholder stood for is kept per conversation in its *vault*, encrypted under its
-user's data key (``api.vault_keys``). Only the responses of this store to the owner (their
+user's data key (``api.stores.vault_keys``). Only the responses of this store to the owner (their
 list, a conversation they read or export) restore the values; everything else (the audit
 log, quality views, logs, the database itself) holds placeholders only. Erasing a user
 destroys their data key, so their vaults can no longer be read.
@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.vault_keys import HistoryKeyring, UserVaultKey
+from api.stores.vault_keys import HistoryKeyring, UserVaultKey
 from core.db import Database, as_utc, conversations, messages
 from core.errors import InvalidRequest, NotFound
 

@@ -16,10 +16,10 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.chat.openai_types import ChatCompletionRequest, RequestMessage
 from api.chat.pipeline import ChatPipeline
-from api.openai_types import ChatCompletionRequest, RequestMessage
-from api.request_plan import Planner
-from api.validation import validate_chat_request
+from api.chat.request_plan import Planner
+from api.chat.validation import validate_chat_request
 from core.errors import ClientError
 from core.prompts import CaseOutcome, EffectivePrompt, PromptSuite, SuiteCase, check_case
 from core.settings import ApiSettings
