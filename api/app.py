@@ -82,7 +82,7 @@ def create_app(
         raise ConfigurationError(msg)
     prompts = PromptRegistry(services.database, layers, refresh_s=prompt_settings.refresh_s)
     runtime_config = RuntimeConfigStore(
-        services.database, settings, poll_s=prompt_settings.refresh_s
+        services.database, settings, refresh_s=prompt_settings.refresh_s
     )
     planner = Planner(
         prompts, runtime_config, services.config_version, prompt_name=prompt_settings.chat_prompt

@@ -3,8 +3,9 @@
 Each store is built from a ``core.db.Database`` (and, where it writes audit records, the
 ``core.audit.AuditLog``): conversation history and its per-user vault keys, quality signals,
 evaluation runs, user profiles, prompt versions, runtime configuration versions, the audit
-trail of admin actions, and the retention and checkpoint jobs. Chat stages (``api.chat``)
-and routes (``api.routes``) use them; a store never imports a route.
+trail of admin actions, and the retention and checkpoint jobs. Prompt versions and runtime
+configuration reach every replica through one mechanism, ``ActivationSnapshot``. Chat stages
+(``api.chat``) and routes (``api.routes``) use the stores; a store never imports a route.
 
 Two modules are imported by their own name and not re-exported here, because they sit above
 the others: ``api.stores.lifecycle`` (retention and erasure, which need the whole
@@ -15,6 +16,7 @@ needs ``ConversationStore``, import itself through this package.
 
 from __future__ import annotations
 
+from api.stores.activation_snapshot import ActivationSnapshot
 from api.stores.audit_checkpoints import CheckpointJob
 from api.stores.audit_trail import AuditTrail
 from api.stores.evals import EvalStore
@@ -25,6 +27,7 @@ from api.stores.runtime_config import RuntimeConfigStore
 from api.stores.vault_keys import DeploymentKey, HistoryKeyring
 
 __all__ = [
+    "ActivationSnapshot",
     "AuditTrail",
     "CheckpointJob",
     "ConversationStore",

@@ -5,16 +5,16 @@ hash and changed by a deploy), a tenant's own version, and a client's (an applic
 the tenant). A layer's active version is named by its latest activation row. Requests read
 an in-memory snapshot of every active version; the snapshot reloads when the newest
 activation id in the database changes (checked at most every ``refresh_s``), so an
-activation made through any API replica reaches all of them within seconds, without restart.
+activation made through any API replica reaches all of them within seconds, without restart
+(the mechanism, shared with the runtime configuration: ``api.stores.activation_snapshot``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from sqlalchemy import and_, func, insert, select, update
 
+from api.stores.activation_snapshot import ActivationSnapshot
 from core.db import Database, as_utc, prompt_activations, prompt_versions
 from core.errors import Conflict, NotFound
 from core.prompts import (
@@ -107,7 +108,6 @@ class PromptVersion:
 class _Snapshot:
     activation_id: int
     active: Mapping[tuple[str, str, str], PromptVersion]  # (tenant, client, name) -> version
-    loaded_at: float
 
 
 class PromptRegistry:
@@ -119,12 +119,13 @@ class PromptRegistry:
         repo_prompts: Mapping[str, PromptLayer],
         *,
         refresh_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = database
         self._repo = dict(repo_prompts)
-        self._refresh_s = refresh_s
-        self._snapshot: _Snapshot | None = None
-        self._lock = asyncio.Lock()
+        self._snapshot = ActivationSnapshot(
+            self._load, refresh_s=refresh_s, log=_log, what="prompt versions", clock=clock
+        )
         self._resolved: dict[tuple[int, str, str, str], EffectivePrompt] = {}
 
     @property
@@ -143,7 +144,7 @@ class PromptRegistry:
     # ------------------------------------------------------------------ request time
     async def effective(self, name: str, tenant: str, client: str | None = None) -> EffectivePrompt:
         """The prompt a request of ``tenant`` (from ``client``) runs under."""
-        snapshot = await self._current()
+        snapshot = await self._snapshot.current()
         key = (snapshot.activation_id, name, tenant, client or "")
         cached = self._resolved.get(key)
         if cached is None:
@@ -161,7 +162,7 @@ class PromptRegistry:
 
     async def candidate(self, version: PromptVersion) -> EffectivePrompt:
         """The prompt ``version``'s scope would run under if it were active."""
-        snapshot = await self._current()
+        snapshot = await self._snapshot.current()
         layers = [self.global_layer(version.name)]
         if version.client:
             tenant_version = snapshot.active.get((version.tenant, "", version.name))
@@ -180,34 +181,10 @@ class PromptRegistry:
             self._resolved[key] = cached
         return cached
 
-    async def invalidate(self) -> None:
+    def invalidate(self) -> None:
         """Reload on the next request (this replica just changed an activation)."""
-        async with self._lock:
-            self._snapshot = None
-            self._resolved.clear()
-
-    async def _current(self) -> _Snapshot:
-        snapshot = self._snapshot
-        if snapshot is not None and time.monotonic() - snapshot.loaded_at < self._refresh_s:
-            return snapshot
-        async with self._lock:
-            snapshot = self._snapshot
-            if snapshot is not None and time.monotonic() - snapshot.loaded_at < self._refresh_s:
-                return snapshot
-            try:
-                self._snapshot = await self._load(snapshot)
-            except Exception as exc:
-                if snapshot is None:
-                    raise
-                # The store is unreachable: keep answering with the prompts we have.
-                _log.warning(
-                    "prompt versions not refreshed; serving the last loaded ones",
-                    extra={"error_type": type(exc).__name__},
-                )
-                self._snapshot = _Snapshot(
-                    snapshot.activation_id, snapshot.active, time.monotonic()
-                )
-            return self._snapshot
+        self._snapshot.invalidate()
+        self._resolved.clear()
 
     async def _load(self, previous: _Snapshot | None) -> _Snapshot:
         async with self._db.engine.connect() as connection:
@@ -215,7 +192,7 @@ class PromptRegistry:
                 await connection.execute(select(func.max(prompt_activations.c.id)))
             ).scalar_one_or_none() or 0
             if previous is not None and previous.activation_id == newest:
-                return _Snapshot(newest, previous.active, time.monotonic())
+                return previous
             latest = (
                 select(func.max(prompt_activations.c.id))
                 .group_by(
@@ -236,7 +213,7 @@ class PromptRegistry:
                 )
             ).all()
         active = {(row.tenant, row.client, row.name): _version(row) for row in rows}
-        return _Snapshot(newest, active, time.monotonic())
+        return _Snapshot(newest, active)
 
     # ------------------------------------------------------------------ admin
     async def create(
@@ -252,7 +229,7 @@ class PromptRegistry:
         """Store a new (inactive) version; an invalid template is refused before storing."""
         global_layer = self.global_layer(name)
         # The version must also make a valid prompt on top of the layers it inherits.
-        snapshot = await self._current()
+        snapshot = await self._snapshot.current()
         layers = [global_layer]
         if client:
             tenant_version = snapshot.active.get((tenant, "", name))
@@ -454,7 +431,7 @@ class PromptRegistry:
                     activated_at=datetime.now(UTC),
                 )
             )
-        await self.invalidate()
+        self.invalidate()
 
 
 def _scope(table: Any, name: str, tenant: str, client: str) -> Any:

@@ -4,15 +4,15 @@ Versions (``config_versions``) are numbered per tenant (``'*'``: every tenant); 
 one is named by the tenant's latest ``config_activations`` row (rows are only added, so the
 history of switches stays readable). Each API replica keeps an in-memory snapshot of every
 tenant's active document: a request costs no query while the snapshot is younger than
-``poll_s``; after that one cheap query (the newest activation id) tells whether anything
+``refresh_s``; after that one cheap query (the newest activation id) tells whether anything
 changed, and only then is the snapshot reloaded. A change written by one replica thereby
-reaches the others within ``poll_s``, without a restart. A database outage keeps the last
-snapshot: chat goes on under the configuration it had.
+reaches the others within ``refresh_s``, without a restart. A database outage keeps the last
+snapshot: chat goes on under the configuration it had (the mechanism, shared with the prompt
+registry: ``api.stores.activation_snapshot``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -23,9 +23,10 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import JSON, DateTime, String, and_, func, insert, literal, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from api.stores.activation_snapshot import ActivationSnapshot
 from core.db import Database, as_utc, config_activations, config_versions, prompt_versions
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.runtime_config import (
@@ -76,23 +77,25 @@ class RuntimeConfigStore:
         self,
         database: Database,
         settings: Settings,
-        poll_s: float = 2.0,
+        refresh_s: float = 2.0,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = database
         self._settings = settings
-        self._poll_s = poll_s
-        self._clock = clock
-        self._snapshot: _Snapshot | None = None
-        self._checked_at = float("-inf")
-        # Bumped by every local change: a refresh that began before it must not count as fresh.
-        self._generation = 0
-        self._lock = asyncio.Lock()
+        self._snapshot = ActivationSnapshot(
+            self._refresh,
+            refresh_s=refresh_s,
+            log=_log,
+            what="runtime configuration",
+            # Never read yet and the store fails: the settings alone.
+            initial=_Snapshot(-1, {}),
+            clock=clock,
+        )
 
     async def effective(self, tenant: str) -> EffectiveRuntime:
         """What ``tenant``'s requests run under now (no query while the snapshot is fresh)."""
-        snapshot = await self._current()
+        snapshot = await self._snapshot.current()
         known = snapshot.effective.get(tenant)
         if known is not None:
             return known
@@ -106,8 +109,7 @@ class RuntimeConfigStore:
 
     def invalidate(self) -> None:
         """Make the next :meth:`effective` look at the database."""
-        self._generation += 1
-        self._checked_at = float("-inf")
+        self._snapshot.invalidate()
 
     async def create_version(
         self, tenant: str, document: Mapping[str, Any], *, note: str, actor: str
@@ -222,31 +224,6 @@ class RuntimeConfigStore:
         _check_tenant(tenant)
         async with self._db.reading() as connection:
             return await self._document(connection, tenant, number)
-
-    async def _current(self) -> _Snapshot:
-        snapshot = self._snapshot
-        if snapshot is not None and self._clock() - self._checked_at < self._poll_s:
-            return snapshot
-        async with self._lock:
-            # Whoever held the lock may have refreshed already.
-            snapshot = self._snapshot
-            if snapshot is not None and self._clock() - self._checked_at < self._poll_s:
-                return snapshot
-            generation = self._generation
-            try:
-                snapshot = await self._refresh(snapshot)
-            except (SQLAlchemyError, OSError) as exc:
-                # Chat must not fail because the configuration store hiccups: keep what we
-                # had (or the settings alone), and try again after poll_s.
-                _log.warning(
-                    "runtime configuration not refreshed; keeping the last snapshot",
-                    extra={"error_type": type(exc).__name__},
-                )
-                snapshot = snapshot if snapshot is not None else _Snapshot(-1, {})
-            self._snapshot = snapshot
-            if generation == self._generation:
-                self._checked_at = self._clock()
-            return snapshot
 
     async def _refresh(self, snapshot: _Snapshot | None) -> _Snapshot:
         async with self._db.reading() as connection:

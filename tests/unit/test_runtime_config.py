@@ -328,7 +328,7 @@ def config_client(
     """Only the configuration routes, wired as ``api.app`` wires routes."""
     services = build_services(settings, keys, database, guard=KeywordGuard())
     trail = AuditTrail(database, services.audit)
-    store = RuntimeConfigStore(database, settings, poll_s=60.0)
+    store = RuntimeConfigStore(database, settings, refresh_s=60.0)
 
     def _const(value: Any) -> Provide:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
