@@ -28,7 +28,7 @@ from core.audit import AuditLog, AuditSigner
 from core.db import Database
 from core.errors import ServiceUnavailable
 from core.prompts import global_layer, load_repo_prompt, resolve
-from core.runtime_config import effective_runtime
+from core.runtime_overrides import effective_runtime
 from core.settings import Settings, config_version
 from index.base import (
     DocumentInfo,

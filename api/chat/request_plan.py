@@ -12,7 +12,7 @@ from api.stores.prompt_registry import PromptRegistry
 from api.stores.runtime_config import RuntimeConfigStore
 from core.errors import NotFound
 from core.prompts import EffectivePrompt
-from core.runtime_config import EffectiveRuntime, cohort
+from core.runtime_overrides import EffectiveRuntime, cohort
 
 __all__ = ["Planner", "RequestPlan"]
 

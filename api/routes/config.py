@@ -17,7 +17,7 @@ from api.services import Services
 from api.stores.audit_trail import AuditTrail
 from api.stores.runtime_config import GLOBAL, RuntimeConfigStore
 from core.errors import InvalidRequest
-from core.runtime_config import validate_overrides
+from core.runtime_overrides import validate_overrides
 
 __all__ = ["ConfigActivate", "ConfigUpdate", "RuntimeConfigController"]
 

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from api.stores.activation_snapshot import ActivationSnapshot
 from core.db import Database, as_utc, config_activations, config_versions, prompt_versions
 from core.errors import Conflict, InvalidRequest, NotFound
-from core.runtime_config import (
+from core.runtime_overrides import (
     EffectiveRuntime,
     RuntimeOverrides,
     effective_runtime,

@@ -18,7 +18,7 @@ import pytest
 from api.chat.guarding import GuardStage
 from api.stores.runtime_config import RuntimeConfigStore
 from core.db import Database
-from core.runtime_config import EffectiveRuntime
+from core.runtime_overrides import EffectiveRuntime
 from core.settings import Settings, load_settings
 from models.classifier_training import ENCODER_MODEL_NAME
 from models.guard import TextGuard

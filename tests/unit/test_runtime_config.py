@@ -21,7 +21,7 @@ from api.stores.audit_trail import AuditTrail
 from api.stores.runtime_config import RuntimeConfigStore
 from core.db import Database, audit_log
 from core.errors import InvalidRequest
-from core.runtime_config import (
+from core.runtime_overrides import (
     Decoding,
     EffectiveRuntime,
     RuntimeOverrides,

@@ -1,11 +1,13 @@
-"""Runtime configuration: the settings that are safe to change while Enclave runs.
+"""Runtime configuration, the pure model: which settings may change while Enclave runs.
 
 Settings (``core.settings``) are loaded once at start. A few of them — feature flags, the
 engine a tenant is answered by, retrieval parameters, answer limits and a canary rollout —
-may be overridden at run time by *versions* stored in the database (``api.stores.runtime_config``
-keeps them). Two levels exist: ``'*'`` (every tenant, set by platform admins) and each
-tenant's own; a request runs under settings ⊕ global ⊕ tenant, the most specific set value
-winning (:func:`effective_runtime`).
+may be overridden at run time by *versions* stored in the database. This module is the
+model of those overrides (documents, validation, merging, cohorts), with no database; the
+versions and the snapshot requests read are kept by ``api.stores.runtime_config``. Two
+levels exist: ``'*'`` (every tenant, set by platform admins) and each tenant's own; a
+request runs under settings ⊕ global ⊕ tenant, the most specific set value winning
+(:func:`effective_runtime`).
 
 A document is validated before it is stored (:func:`validate_overrides`), and listing every
 problem at once, against the deployment it is meant for: an override cannot ask for an
