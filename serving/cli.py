@@ -13,12 +13,12 @@ from pathlib import Path
 from core.errors import ConfigurationError, ModelStoreError
 from core.settings import Settings, config_version, load_settings
 from core.telemetry import configure_logging
-from serving.audit_cli import add_audit_commands
-from serving.canary_cli import add_canary_commands
-from serving.eval_cli import add_eval_commands
-from serving.history_cli import add_history_commands
-from serving.kb_cli import add_db_commands, add_kb_commands
-from serving.keys_cli import add_keys_commands
+from serving.ops.audit_cli import add_audit_commands
+from serving.ops.canary_cli import add_canary_commands
+from serving.ops.eval_cli import add_eval_commands
+from serving.ops.history_cli import add_history_commands
+from serving.ops.kb_cli import add_db_commands, add_kb_commands
+from serving.ops.keys_cli import add_keys_commands
 
 __all__ = ["main"]
 

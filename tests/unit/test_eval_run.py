@@ -16,9 +16,15 @@ import pytest
 
 from core.db import upgrade
 from core.settings import Settings, load_settings
-from serving.eval_cli import API_KEY_ENV, add_eval_commands
-from serving.eval_datasets import Answer, AskFailed, EvalAborted, dominant_versions, run_handbook
-from serving.eval_datasets import HandbookCase as Case
+from serving.ops.eval_cli import API_KEY_ENV, add_eval_commands
+from serving.ops.eval_datasets import (
+    Answer,
+    AskFailed,
+    EvalAborted,
+    dominant_versions,
+    run_handbook,
+)
+from serving.ops.eval_datasets import HandbookCase as Case
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "enc_0123456789abcdef.eval-key-for-tests-only-not-real-00000000000"

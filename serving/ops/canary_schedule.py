@@ -1,50 +1,41 @@
-"""``enclave canary``, and the canary that the embedded stack runs on a schedule.
+"""The canary the embedded stack runs on a schedule, and what ``enclave canary`` shares with it.
 
-The command runs one canary conversation (``serving.canary``) against ``--base-url`` (default:
-this host's API) with the key from ``ENCLAVE_CANARY_API_KEY``, ``canary.api_key_file``, or the
-embedded stack's own canary key; prints the report (``--json`` for machines); records the run
-in the SQL store (``canary_runs``; ``--no-record`` skips it), where every API replica reads it
-for its ``/metrics``; posts a failure or recovery to the alert webhook when the state changed
-since the last run; exits 0 when every step passed, 1 when one failed, 2 when it could not run
-at all. A run that could not be recorded is reported on stderr but keeps its exit status: the
-stale-canary alert is what notices a canary whose results stop arriving.
-
-``start_canary_scheduler`` is what ``enclave serve`` calls once the stack is ready: a thread
-that issues the canary its own staff key once (``<data_dir>/secrets/canary-api-key``, mode
-600), runs the canary every ``canary.interval_s``, records each run in the SQL store (and,
-when given a registry, in that registry's metrics) and alerts on state changes.
+``start_canary_scheduler`` is what the API replica calls once the stack is ready
+(``start_canary_when_ready``): a thread that issues the canary its own staff key once
+(``<data_dir>/secrets/canary-api-key``, mode 600), runs the canary (``serving.ops.canary``)
+every ``canary.interval_s``, records each run in the SQL store (``canary_runs``; and, when
+given a registry, in that registry's metrics) and alerts on state changes. The command
+(``serving.ops.canary_cli``) uses the same key lookup, recording and alert state.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from prometheus_client import REGISTRY, CollectorRegistry, write_to_textfile
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from core.settings import Settings
-from serving.alert_webhook import CanaryAlerter, WebhookNotifier
-from serving.canary import STEPS, CanaryMetrics, CanaryReport, CanaryStep, run_canary
+from serving.ops.alert_webhook import CanaryAlerter, WebhookNotifier
+from serving.ops.canary import STEPS, CanaryMetrics, CanaryReport, CanaryStep, run_canary
 
 __all__ = [
     "API_KEY_ENV",
     "CanaryScheduler",
     "Stoppable",
-    "add_canary_commands",
+    "alert_state_file",
     "canary_api_key",
     "ensure_canary_key",
     "record_run",
     "start_canary_scheduler",
+    "start_canary_when_ready",
 ]
 
 _log = logging.getLogger("enclave.canary")
@@ -65,7 +56,7 @@ def _embedded_key_file(settings: Settings) -> Path:
     return settings.paths.data_dir / "secrets" / "canary-api-key"
 
 
-def _state_file(settings: Settings) -> Path:
+def alert_state_file(settings: Settings) -> Path:
     return settings.paths.data_dir / "canary" / "state.json"
 
 
@@ -257,7 +248,7 @@ def start_canary_scheduler(
         settings,
         base_url,
         metrics=CanaryMetrics(registry) if registry is not None else None,
-        alerter=CanaryAlerter(WebhookNotifier(settings.alerts), _state_file(settings)),
+        alerter=CanaryAlerter(WebhookNotifier(settings.alerts), alert_state_file(settings)),
         until=until,
     )
     scheduler.start()
@@ -296,72 +287,3 @@ def start_canary_when_ready(
 
     threading.Thread(target=wait_then_start, name="canary-start", daemon=True).start()
     return stop
-
-
-def _print_report(report: CanaryReport) -> None:
-    for step in report.steps:
-        line = f"{step.name:<12} {step.status:<8} {step.duration_s:6.2f} s"
-        if step.message:
-            line += f"  {step.message}"
-        if step.request_id and step.status == "failed":
-            line += f"  [request id {step.request_id}]"
-        print(line)
-    print(report.summary())
-
-
-def _canary(settings: Settings, args: argparse.Namespace) -> int:
-    api_key = canary_api_key(settings)
-    if api_key is None:
-        print(
-            f"enclave canary: no API key: set {API_KEY_ENV} or canary.api_key_file "
-            "(a staff key: `enclave keys create --name canary --role staff`).",
-            file=sys.stderr,
-        )
-        return 2
-    base_url = args.base_url or f"http://{settings.api.host}:{settings.api.port}"
-    report = run_canary(base_url, api_key, settings.canary)
-    if args.metrics_file:
-        registry = CollectorRegistry()
-        CanaryMetrics(registry).record(report)
-        write_to_textfile(str(args.metrics_file), registry)
-    if args.record:
-        try:
-            record_run(settings, report)
-        except Exception as exc:  # the result still counts; the stale alert notices the gap
-            _log.warning("canary run not recorded", exc_info=True)
-            print(
-                f"enclave canary: the run could not be recorded in the database "
-                f"({type(exc).__name__}); the API's /metrics will not show it.",
-                file=sys.stderr,
-            )
-    notifier = WebhookNotifier(settings.alerts)
-    if notifier.enabled:
-        CanaryAlerter(notifier, _state_file(settings)).observe(report)
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        _print_report(report)
-    return 0 if report.ok else 1
-
-
-def add_canary_commands(commands: Any) -> None:
-    """Register ``enclave canary``."""
-    canary = commands.add_parser(
-        "canary", help="run one synthetic conversation through the API and check every step"
-    )
-    canary.add_argument(
-        "--base-url", help="the API's URL (default: http://<api.host>:<api.port>; /v1 optional)"
-    )
-    canary.add_argument("--json", action="store_true", help="print the report as JSON")
-    canary.add_argument(
-        "--metrics-file",
-        type=Path,
-        help="also write the run's metrics in Prometheus text format (textfile collector)",
-    )
-    canary.add_argument(
-        "--no-record",
-        dest="record",
-        action="store_false",
-        help="do not record the run in the database (whose runs every API replica exports)",
-    )
-    canary.set_defaults(handler=_canary)

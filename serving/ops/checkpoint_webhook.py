@@ -9,7 +9,7 @@ signature) and one line of text; no record content.
 from __future__ import annotations
 
 from core.audit import Checkpoint
-from serving.alert_webhook import WebhookNotifier
+from serving.ops.alert_webhook import WebhookNotifier
 
 __all__ = ["WebhookCheckpoints"]
 

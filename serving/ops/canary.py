@@ -20,7 +20,7 @@ own time is only the checking; the answer's time to first token and stream time 
 generation step's detail). Answers are kept short (32 tokens): every run counts against
 the canary user's and its tenant's token quota. The report never holds the API key, the
 synthetic value or the answers' text, so it may go to logs, alerts and metrics as it is.
-The report and its Prometheus metrics are in ``serving.canary_report``.
+The report and its Prometheus metrics are in ``serving.ops.canary_report``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import openai
 
 from core.settings import CanarySettings
 from models.pii.placeholders import PLACEHOLDER_RE
-from serving.canary_report import STEPS, CanaryMetrics, CanaryReport, CanaryStep
+from serving.ops.canary_report import STEPS, CanaryMetrics, CanaryReport, CanaryStep
 
 __all__ = [
     "PII_PROMPT",

@@ -211,7 +211,7 @@ def _kb_delete(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _kb_places(settings: Settings, args: argparse.Namespace) -> int:
-    from serving.places_cli import kb_places
+    from serving.ops.places_cli import kb_places
 
     return kb_places(settings, args, _run_with_service)
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import httpx
 
 from core.settings import AlertSettings
-from serving.canary import CanaryReport
+from serving.ops.canary import CanaryReport
 
 __all__ = [
     "CanaryAlerter",

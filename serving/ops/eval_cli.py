@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from api.stores.evals import FIGURES, MAX_LIMIT, EvalRun, EvalStore, Step, run_document
 from core.errors import EnclaveError
 from core.settings import Settings
-from serving.eval_datasets import (
+from serving.ops.eval_datasets import (
     DATASETS,
     MAX_TOKENS,
     SLICES,

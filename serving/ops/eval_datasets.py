@@ -2,7 +2,7 @@
 
 * ``handbook``: the handbook QA set (``index/samples/handbook_eval.jsonl``); a case passes
   when one of its relevant documents is among the answer's sources (retrieval). Each answer
-  is also judged (``serving.eval_scoring``): hint correctness, citation correctness, whether
+  is also judged (``serving.ops.eval_scoring``): hint correctness, citation correctness, whether
   it loops, and whether the answer or the quote of its best source states the hint; their
   shares are the run's ``figures``. Also measured: mean completion tokens, the share of
   answers cut for repetition, with degraded retrieval or from the fallback engine. A slice
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from api.stores.evals import VERSION_FIELDS, EvalRun, new_run_id
 from core.errors import InvalidRequest
-from serving.eval_scoring import cites_relevant, held_back, loops, states_hint
+from serving.ops.eval_scoring import cites_relevant, held_back, loops, states_hint
 
 if TYPE_CHECKING:
     from openai import OpenAI
