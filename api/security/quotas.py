@@ -39,7 +39,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from api.security.errors import QuotaExceeded
 from api.security.principal import Principal
-from core.settings_security import LimitsSettings, QuotaPeriod
+from core.settings import LimitsSettings, QuotaPeriod
 
 __all__ = [
     "AlarmCallback",

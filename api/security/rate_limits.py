@@ -35,7 +35,7 @@ from redis.asyncio import Redis
 from api.security.errors import RateLimited
 from api.security.principal import Principal
 from api.security.quotas_redis import store_errors_as_unavailable
-from core.settings_security import LimitsSettings
+from core.settings import LimitsSettings
 
 __all__ = ["RateDecision", "RateLimiter", "build_limits_store"]
 

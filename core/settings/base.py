@@ -1,4 +1,4 @@
-"""The base of every settings section (``core.settings``, ``core.settings_security``)."""
+"""The base of every settings section (``core.settings``)."""
 
 from __future__ import annotations
 

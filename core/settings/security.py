@@ -1,6 +1,6 @@
 """Settings sections for authentication, request rate limits and token quotas (issue 5).
 
-They live beside ``core/settings.py`` (which re-exports them) so that the security knobs
+They are one module of ``core.settings`` (which re-exports them) so that the security knobs
 read as one page. Secrets never live here: the settings tree is hashed into the config
 version and dumped for support; the API-key pepper is read from a file that a Secret
 mounts, and the Redis URL must not carry a password (use Redis ACLs from a mounted file or
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from core.settings_base import Section
+from core.settings.base import Section
 
 __all__ = [
     "ROLE_NAMES",

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from core.settings_base import Section
+from core.settings.base import Section
 
 __all__ = ["AutoscalingSettings", "PlacementSettings"]
 
