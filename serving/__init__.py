@@ -5,8 +5,8 @@ Serve config file); ``deployments`` are the Serve deployments (LLM, PII, guard, 
 the API ingress); ``launcher`` starts the embedded stack (``enclave serve``); ``clients``
 adapts Serve handles to the API's Protocols; ``runtime_env``, ``routing``, ``security``
 (the security bootstrap) and ``proxy_request_ids`` (Serve's proxy middleware) support them.
-``ops`` holds what operators run against the stack (the ``enclave`` command's tools, the
-canary, evals, alerts).
+``ops`` holds what operators run against the stack (the ``enclave`` command,
+``serving.ops.cli``, and its tools; the canary, evals, alerts).
 
 The modules are the public surface; nothing is re-exported here, so that importing a
 command-line tool does not import Ray Serve.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 __all__ = [
     "builder",
-    "cli",
     "clients",
     "deployments",
     "launcher",

@@ -2,8 +2,9 @@
 
 What builds and runs the application stays in ``serving`` (builder, deployments, launcher,
 clients, runtime environment, routing, security bootstrap); this package holds what an
-operator runs against it or what watches it: the ``*_cli`` command modules (audit, history,
-knowledge bases, keys, places, canary, eval), the canary itself (``canary``, its report and
+operator runs against it or what watches it: the ``enclave`` command (``cli``, the
+console script's entry point) and its ``*_cli`` modules (audit, history, knowledge bases,
+keys, places, canary, eval), the canary itself (``canary``, its report and
 metrics in ``canary_report``, its schedule in the API replica in ``canary_schedule``), the
 eval datasets and scoring (``eval_datasets``, ``eval_scoring``; the runs are stored by
 ``api.stores.evals``), and the alert and checkpoint webhooks.

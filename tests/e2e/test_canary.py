@@ -24,7 +24,7 @@ from tests.e2e.stack import GUARD_DIR, ROOT, RunningStack
 
 pytestmark = pytest.mark.e2e
 
-ENCLAVE = [sys.executable, "-m", "serving.cli"]
+ENCLAVE = [sys.executable, "-m", "serving.ops.cli"]
 
 
 class _Receiver:

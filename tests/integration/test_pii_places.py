@@ -30,7 +30,7 @@ from models.pii.base import ScanResult
 from models.pii.places import PlaceAllowList
 from models.pii.presidio_scanner import PresidioScanner
 from models.store import ModelStore
-from serving.cli import main
+from serving.ops.cli import main
 
 pytestmark = pytest.mark.integration
 

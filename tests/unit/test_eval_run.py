@@ -282,7 +282,7 @@ def test_the_most_common_version_wins_and_missing_versions_stay_empty() -> None:
 
 
 def test_enclave_has_the_eval_command() -> None:
-    from serving.cli import _parser
+    from serving.ops.cli import _parser
 
     args = _parser().parse_args(["eval", "report", "--last", "5", "--json"])
     assert (args.eval_command, args.last, args.json) == ("report", 5, True)
