@@ -199,6 +199,9 @@ def _enclave_spec(
         "ENCLAVE_LIMITS__TENANT_TOKENS__TOKENS": "1000000000",
         # The raw server runs no canary; a canary run mid-level would be extra load.
         "ENCLAVE_CANARY__ENABLED": "false",
+        # Both sides generate exactly max_tokens (ignore_eos); the loop guard would end
+        # Enclave's forced, looping answers early and compare unequal output work.
+        "ENCLAVE_GUARD__CUT_REPETITION": "false",
     }
     created = subprocess.run(
         [str(executable), "keys", "create", "--name", "serving benchmark",
@@ -309,6 +312,20 @@ def _flamegraphs(
     return written
 
 
+def _save_progress(path: Path, results: dict[str, dict[tuple[int, int], SideLevel]]) -> None:
+    """Every finished level so far, so that an interrupted run keeps what it measured."""
+    write_json(
+        path,
+        {
+            "partial": True,
+            "levels": {
+                side: {f"{c}x{n}": asdict(level) for (c, n), level in per.items()}
+                for side, per in results.items()
+            },
+        },
+    )
+
+
 def _jobs(questions: list[str], grounded: dict[str, Grounded], count: int, seed: int,
           messages: dict[str, tuple[dict[str, str], ...]]) -> list[ChatJob]:  # fmt: skip
     usable = [q for q in questions if grounded[q].generated]
@@ -332,6 +349,7 @@ def _run(args: argparse.Namespace) -> int:
     ensure_port_free(enclave_spec.host, enclave_spec.port)
     enclave_url = f"http://{LOOPBACK}:{enclave_spec.port}"
     levels = [(c, n) for n in args.output_lens for c in args.concurrency]
+    progress = args.results_dir / f"serving-{stamp}.partial.json"
 
     print(f"== {ENCLAVE}: starting (log: {enclave_spec.log_path})", flush=True)
     with running(enclave_spec) as started:
@@ -346,6 +364,7 @@ def _run(args: argparse.Namespace) -> int:
                 level, cpu = _measure(enclave_spec, started.pid, settings, enclave_url, key, jobs,
                                       concurrency, output_len, args.warmups)  # fmt: skip
                 results[ENCLAVE][(concurrency, output_len)] = side_level(level, cpu)
+                _save_progress(progress, results)
             if args.flamegraphs:
                 jobs = _jobs(questions, grounded, 64, args.seed, user_only)
                 flames = _flamegraphs(enclave_spec, settings, enclave_url, key, jobs,
@@ -370,6 +389,7 @@ def _run(args: argparse.Namespace) -> int:
                 level, cpu = _measure(raw_spec, started.pid, settings, raw_url, "unused", jobs,
                                       concurrency, output_len, args.warmups)  # fmt: skip
                 results[RAW][(concurrency, output_len)] = side_level(level, cpu)
+                _save_progress(progress, results)
 
     import vllm
 
@@ -408,6 +428,7 @@ def _run(args: argparse.Namespace) -> int:
             },
         },
     )
+    progress.unlink(missing_ok=True)
     print(f"\nRaw results: {json_path}")
     if args.only == "both":
         png = args.results_dir / "serving.png"

@@ -265,7 +265,7 @@ class ChatPipeline:
             canary=self._services.canary_token,
             leak_min_chars=self._settings.guard.leak_min_chars,
             replacement=self._render(run.plan, "blocked"),
-            repetition=RepetitionGuard(),
+            repetition=RepetitionGuard() if self._settings.guard.cut_repetition else None,
         )
         reply = run.reply_filter
         last = GenerationDelta(text="")
@@ -287,6 +287,10 @@ class ChatPipeline:
                         text, "stop", delta.prompt_tokens, delta.completion_tokens
                     )
                     return  # leaving the block closes the generator: generation stops
+                if text and "first_text_ms" not in run.timings_ms:
+                    # The user's first visible words: what the client's TTFT measures, here.
+                    first = (time.perf_counter() - run.started) * 1000
+                    run.timings_ms["first_text_ms"] = round(first, 2)
                 if text or delta.finish_reason is not None:
                     yield GenerationDelta(
                         text, delta.finish_reason, delta.prompt_tokens, delta.completion_tokens

@@ -157,6 +157,12 @@ class GuardSettings(Section):
         ge=20,
         description="A reply quoting this many characters of the system prompt is cut.",
     )
+    cut_repetition: bool = Field(
+        default=True,
+        description="End a reply that starts looping at its last complete sentence and stop "
+        "its generation (api/chat/repetition.py). Off only to measure the engine at forced "
+        "answer lengths: the serving benchmark asks `ignore_eos`, which makes a small model loop.",
+    )
     resources: DeploymentResources = Field(
         default_factory=lambda: DeploymentResources(num_cpus=0.5, max_ongoing_requests=32),
         description="Ray Serve resources of the intent/injection deployment.",

@@ -2,14 +2,17 @@
 
 Every delta that crosses a Ray Serve handle is an object of its own (and, after the API, an
 SSE frame through Serve's proxy): per token that is most of the serving stack's CPU at high
-concurrency. Ray Serve LLM batches its stream the same way. The first delta is never held
-(time to first token stays the engine's) and the last one goes as soon as it arrives.
+concurrency. Ray Serve LLM batches its stream the same way. Deltas go at once until the
+text sent holds a whole word -- the API's reply filter shows a word only once it is complete,
+so holding its second token for an interval would add that interval to the time to first
+visible token -- and the last one goes as soon as it arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from models.llm.base import GenerationDelta
@@ -19,6 +22,9 @@ __all__ = ["Hold", "coalesce", "merge_deltas"]
 # Waits until more deltas should be sent: returns after the interval, or earlier when the
 # ``finished`` event is set (the source ended). Injected by tests to control time.
 Hold = Callable[[float, asyncio.Event], Awaitable[None]]
+
+# A word followed by white space: the first word is complete.
+_WORD_END = re.compile(r"\S\s")
 
 
 async def _hold(interval_s: float, finished: asyncio.Event) -> None:
@@ -44,7 +50,8 @@ async def coalesce(
     deltas: AsyncIterator[GenerationDelta], interval_s: float, *, hold: Hold = _hold
 ) -> AsyncGenerator[GenerationDelta, None]:
     """Pass ``deltas`` through, merging those that arrive within ``interval_s`` of the last
-    one sent. ``interval_s <= 0`` passes every delta as it is. Closing the result (or
+    one sent, once the text sent holds a complete word (before that each delta goes at
+    once). ``interval_s <= 0`` passes every delta as it is. Closing the result (or
     cancelling its consumer) cancels the source, which aborts the request in the engine."""
     if interval_s <= 0:
         async for delta in deltas:
@@ -67,6 +74,7 @@ async def coalesce(
             arrived.set()
 
     task = asyncio.get_running_loop().create_task(pump())
+    opening: str | None = ""  # the text sent until its first word is complete (then None)
     try:
         while True:
             await arrived.wait()
@@ -74,13 +82,19 @@ async def coalesce(
             if pending:
                 batch = pending[:]
                 pending.clear()
-                yield merge_deltas(batch)
+                merged = merge_deltas(batch)
+                if opening is not None:
+                    opening += merged.text
+                    if _WORD_END.search(opening):
+                        opening = None
+                yield merged
             if finished.is_set() and not pending:
                 if failure:
                     raise failure[0]
                 return
-            # Later deltas gather for one interval (or until the source ends).
-            await hold(interval_s, finished)
+            if opening is None:
+                # Later deltas gather for one interval (or until the source ends).
+                await hold(interval_s, finished)
     finally:
         if not task.done():
             task.cancel()

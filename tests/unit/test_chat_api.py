@@ -8,8 +8,13 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from api.app import create_app
+from api.services import Security
 from api.sse import iter_frames
-from tests.fakes import ScriptedLLM
+from core.db import Database
+from core.settings import Settings
+from tests.fakes import ScriptedLLM, TestKeys, build_services
+from tests.unit.conftest import CANARY
 
 URL = "/v1/chat/completions"
 
@@ -331,6 +336,32 @@ def test_a_looping_answer_is_cut_in_a_stream_too(client: TestClient, primary: Sc
     )
     assert chunks[-1]["enclave"]["guard"]["reply_cut_for_repetition"] is True
     assert primary.cancelled == 1
+
+
+def test_with_the_loop_guard_off_a_forced_length_answer_runs_to_its_budget(
+    settings: Settings,
+    primary: ScriptedLLM,
+    fallback: ScriptedLLM,
+    keys: TestKeys,
+    database: Database,
+    security: Security,
+) -> None:
+    # The serving benchmark asks ignore_eos answers of a fixed length from both Enclave and
+    # the raw engine; with guard.cut_repetition off, Enclave generates all of them too.
+    unguarded = settings.model_copy(
+        update={"guard": settings.guard.model_copy(update={"cut_repetition": False})}
+    )
+    services = build_services(
+        unguarded, keys, database, primary=primary, fallback=fallback,
+        canary_token=CANARY, security=security,
+    )  # fmt: skip
+    primary.reply = LOOPING_REPLY
+    with TestClient(app=create_app(services)) as unguarded_client:
+        unguarded_client.headers.update(keys.header("staff"))
+        data = unguarded_client.post(URL, json=body(max_tokens=60, ignore_eos=True)).json()
+    assert data["enclave"]["guard"]["reply_cut_for_repetition"] is False
+    assert data["usage"]["completion_tokens"] == 60
+    assert data["choices"][0]["message"]["content"].count("ask your manager for a badge") > 3
 
 
 def test_an_answer_that_does_not_loop_is_not_marked(client: TestClient) -> None:

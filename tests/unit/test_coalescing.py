@@ -1,4 +1,5 @@
-"""Streamed deltas coalesced per interval: the first at once, the rest batched, nothing lost."""
+"""Streamed deltas coalesced per interval: the first word at once, the rest batched, nothing
+lost."""
 
 from __future__ import annotations
 
@@ -45,16 +46,19 @@ async def _source(
         closed.append(True)
 
 
-async def test_first_delta_is_not_held_and_later_ones_are_batched() -> None:
+async def test_the_first_word_is_not_held_and_later_deltas_are_batched() -> None:
     clock = _Clock()
     queue: asyncio.Queue[GenerationDelta | None] = asyncio.Queue()
     closed: list[bool] = []
     out = coalesce(_source(queue, closed), 0.05, hold=clock.hold)
-    queue.put_nowait(_delta("Hel", 1))
-    first = await asyncio.wait_for(anext(out), 1)
-    assert first.text == "Hel"
-    assert clock.entered == 0  # nothing waited for the interval before the first delta
-    for text, n in (("lo", 2), (" wor", 3), ("ld", 4)):
+    # Until the first word is complete every delta goes at once: the reply filter shows a
+    # word only when it ends, so holding "lo" would delay the first visible word.
+    for text, n in (("Hel", 1), ("lo", 2), (" wor", 3)):
+        queue.put_nowait(_delta(text, n))
+        got = await asyncio.wait_for(anext(out), 1)
+        assert (got.text, got.completion_tokens) == (text, n)
+    assert clock.entered == 0  # nothing waited for the interval so far
+    for text, n in (("ld", 4), (",", 5), (" all", 6)):
         queue.put_nowait(_delta(text, n))
     nxt = asyncio.ensure_future(anext(out))
     await asyncio.sleep(0)
@@ -62,11 +66,11 @@ async def test_first_delta_is_not_held_and_later_ones_are_batched() -> None:
     assert not nxt.done()  # held for the interval
     clock.tick()
     second = await asyncio.wait_for(nxt, 1)
-    assert (second.text, second.completion_tokens, second.prompt_tokens) == ("lo world", 4, 7)
-    queue.put_nowait(_delta("!", 5, "stop"))
+    assert (second.text, second.completion_tokens, second.prompt_tokens) == ("ld, all", 6, 7)
+    queue.put_nowait(_delta("!", 7, "stop"))
     queue.put_nowait(None)
     last = await asyncio.wait_for(anext(out), 1)  # the end is not held for the interval
-    assert (last.text, last.finish_reason, last.completion_tokens) == ("!", "stop", 5)
+    assert (last.text, last.finish_reason, last.completion_tokens) == ("!", "stop", 7)
     with pytest.raises(StopAsyncIteration):
         await anext(out)
     assert closed == [True]
