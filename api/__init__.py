@@ -27,5 +27,6 @@ __all__ = [
     "security",
     "services",
     "sse",
+    "stack_status",
     "stores",
 ]

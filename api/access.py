@@ -60,6 +60,8 @@ ROUTE_POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/v1/chat/completions"): _STAFF | _TENANT_ADMIN,
     ("GET", "/v1/models"): _ANY,
     ("GET", "/v1/info"): _ANY,
+    # What runs (deployments, models, stores, canary): the platform's operators.
+    ("GET", "/v1/admin/status"): _PLATFORM_ADMIN,
     ("GET", "/v1/me"): _ANY,
     ("GET", "/v1/me/usage"): _ANY,
     # Knowledge bases: staff read (pick one, open a cited passage); tenant admins manage.

@@ -32,6 +32,7 @@ from api.routes import (
     me,
     my_usage,
     readyz,
+    stack_status,
 )
 from api.routes.config import RuntimeConfigController
 from api.routes.evals import EvalController
@@ -127,6 +128,7 @@ def create_app(
             healthz,
             readyz,
             info,
+            stack_status,
             me,
             my_usage,
             erase_person,

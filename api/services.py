@@ -9,6 +9,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 
 from api.security import ApiKeyRecord, ApiKeyStore, Authenticator, QuotaLedger, RateLimiter
+from api.stack_status import StackInspector
 from api.stores.history import ConversationStore
 from core.audit import AuditLog
 from core.db import Database
@@ -114,5 +115,7 @@ class Services:
     audit: AuditLog
     history: ConversationStore
     knowledge: KnowledgeService | None = None
+    # Serve's deployments and the model manifest, for /v1/admin/status (None outside Serve).
+    stack: StackInspector | None = None
     # Each app its own registry unless given one (tests build many apps in one process).
     metrics: EnclaveMetrics = field(default_factory=lambda: EnclaveMetrics(CollectorRegistry()))

@@ -18,10 +18,12 @@ __all__ = [
     "builder",
     "clients",
     "deployments",
+    "greeting",
     "launcher",
     "ops",
     "proxy_request_ids",
     "routing",
     "runtime_env",
     "security",
+    "serve_status",
 ]

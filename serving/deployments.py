@@ -259,6 +259,7 @@ class APIIngress:
         from serving.ops.checkpoint_webhook import WebhookCheckpoints
         from serving.runtime_env import ensure_canary_token
         from serving.security import build_security
+        from serving.serve_status import ServeStackInspector
 
         settings = self._settings
         store = ModelStore(settings.paths.model_store)
@@ -294,6 +295,7 @@ class APIIngress:
             knowledge=(
                 HandleKnowledgeService(self._retriever) if self._retriever is not None else None
             ),
+            stack=ServeStackInspector(settings.paths.model_store),
         )
         if settings.canary.enabled:
             # The canary runs beside the API and records each run in the database; every API

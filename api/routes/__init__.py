@@ -5,7 +5,7 @@ from __future__ import annotations
 from api.routes.admin import ApiKeyController, erase_person
 from api.routes.audit import AuditController
 from api.routes.chat import ChatController
-from api.routes.health import healthz, info, readyz
+from api.routes.health import healthz, info, readyz, stack_status
 from api.routes.history import ConversationController
 from api.routes.knowledge import KnowledgeBaseController
 from api.routes.me import me, my_usage
@@ -24,4 +24,5 @@ __all__ = [
     "me",
     "my_usage",
     "readyz",
+    "stack_status",
 ]

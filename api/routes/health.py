@@ -1,4 +1,5 @@
-"""Probes and build information: ``/healthz``, ``/readyz``, ``/v1/info``."""
+"""Probes and build information: ``/healthz``, ``/readyz``, ``/v1/info``, and the operator's
+``/v1/admin/status``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 from litestar import Response, get
 
 from api.services import Services
+from api.stack_status import engines_of, stack_report
 
-__all__ = ["healthz", "info", "readyz"]
+__all__ = ["healthz", "info", "readyz", "stack_status"]
 
 
 @get("/healthz", tags=["health"], summary="Liveness: the API process answers")
@@ -52,25 +54,21 @@ async def info(services: Services) -> dict[str, Any]:
     """What is running: the config version, profile and the engines behind each model."""
     from importlib.metadata import version
 
-    clients = {"primary": services.primary}
-    if services.fallback is not None:
-        clients["fallback"] = services.fallback
-    engines = {role: client.info() for role, client in clients.items()}
-    running = {role: await client.running_requests() for role, client in clients.items()}
     return {
         "version": version("enclave"),
         "config_version": services.config_version,
         "profile": services.settings.profile,
         # Auditors pin this key when they check exported bundles offline.
         "audit_key_id": services.audit.signer.key_id,
-        "engines": {
-            role: {
-                "engine": e.engine,
-                "model": e.model,
-                "max_model_len": e.max_model_len,
-                "running_requests": running[role],
-                **e.extra,
-            }
-            for role, e in engines.items()
-        },
+        "engines": await engines_of(services),
     }
+
+
+@get(
+    "/v1/admin/status",
+    tags=["admin"],
+    summary="What runs: deployments and replicas, models, config version, stores, canary",
+)
+async def stack_status(services: Services) -> dict[str, Any]:
+    """The operator's view of the running stack (``enclave status`` renders it)."""
+    return await stack_report(services)

@@ -38,7 +38,9 @@ from core.db.times import as_utc
 __all__ = [
     "KEEP_RUNS",
     "CanaryRunRow",
+    "LastCanaryRun",
     "canary_runs",
+    "last_canary_run",
     "latest_canary_success",
     "read_canary_runs",
     "record_canary_run",
@@ -68,6 +70,16 @@ class CanaryRunRow:
     id: int
     finished_at: datetime
     ok: bool
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LastCanaryRun:
+    """The newest recorded run, as ``enclave status`` shows it."""
+
+    finished_at: datetime
+    ok: bool
+    failed_step: str | None
     duration_s: float
 
 
@@ -139,3 +151,27 @@ async def latest_canary_success(connection: AsyncConnection) -> datetime | None:
         .limit(1)
     )
     return None if found is None else as_utc(found)
+
+
+async def last_canary_run(connection: AsyncConnection) -> LastCanaryRun | None:
+    """The newest recorded run, passed or not (None when none was recorded)."""
+    row = (
+        await connection.execute(
+            select(
+                canary_runs.c.finished_at,
+                canary_runs.c.ok,
+                canary_runs.c.failed_step,
+                canary_runs.c.duration_s,
+            )
+            .order_by(desc(canary_runs.c.id))
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        return None
+    return LastCanaryRun(
+        finished_at=as_utc(row.finished_at),
+        ok=row.ok,
+        failed_step=row.failed_step,
+        duration_s=row.duration_s,
+    )

@@ -167,5 +167,16 @@ class RaySettings(Section):
         "the port (and a stream would die with whichever node it landed on).",
     )
     startup_timeout_s: float = Field(
-        default=300.0, gt=0, description="How long to wait for every deployment to be ready."
+        default=600.0,
+        gt=0,
+        description="How long `enclave serve` waits for every deployment to be ready before it "
+        "stops, naming the deployments still starting and where their logs are (a first start "
+        "on 2 CPU cores takes about two minutes).",
+    )
+    log_to_console: bool = Field(
+        default=False,
+        description="`enclave serve` also shows the Ray, Serve and model-replica logs on its "
+        "console (as `enclave serve --verbose` does for one run). They always go to files "
+        "under <data_dir>/ray/session_latest/logs; the console keeps the launcher's own lines, "
+        "errors and the greeting.",
     )

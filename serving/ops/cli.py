@@ -1,5 +1,5 @@
-"""The ``enclave`` command: ``models``, ``db``, ``kb``, ``serve``, ``config``, ``eval``,
-``history``."""
+"""The ``enclave`` command: ``models``, ``db``, ``kb``, ``serve``, ``status``, ``config``,
+``eval``, ``history``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from serving.ops.eval_cli import add_eval_commands
 from serving.ops.history_cli import add_history_commands
 from serving.ops.kb_cli import add_db_commands, add_kb_commands
 from serving.ops.keys_cli import add_keys_commands
+from serving.ops.status_cli import add_status_commands
 
 __all__ = ["main"]
 
@@ -86,7 +87,7 @@ def _models_add(settings: Settings, args: argparse.Namespace) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from serving.launcher import run_foreground
 
-    return run_foreground(settings)
+    return run_foreground(settings, verbose=args.verbose)
 
 
 def _config(settings: Settings, args: argparse.Namespace) -> int:
@@ -126,9 +127,14 @@ def _parser() -> argparse.ArgumentParser:
     models.add_parser("verify", help="check every model file's checksum").set_defaults(
         handler=_models_verify
     )
-    commands.add_parser("serve", help="run the embedded stack in the foreground").set_defaults(
-        handler=_serve
+    serve = commands.add_parser("serve", help="run the embedded stack in the foreground")
+    serve.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the Ray, Serve and model-replica logs on the console too (they always go to "
+        "files under the data directory; the setting ray.log_to_console does the same)",
     )
+    serve.set_defaults(handler=_serve)
     commands.add_parser(
         "config", help="print the effective settings and config version"
     ).set_defaults(handler=_config)
@@ -139,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     add_canary_commands(commands)
     add_eval_commands(commands)
     add_history_commands(commands)
+    add_status_commands(commands)
     return parser
 
 

@@ -42,7 +42,18 @@ class RunningStack:
             return []
 
     def log_text(self) -> str:
+        """The console of `enclave serve` (stdout and stderr)."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def replica_logs_text(self) -> str:
+        """What Ray and the replicas wrote to their log files (off the console unless
+        ``--verbose``): Serve's logs and each worker's output."""
+        logs = self.data_dir / "ray" / "session_latest" / "logs"
+        return "\n".join(
+            path.read_text(encoding="utf-8", errors="replace")
+            for path in sorted(logs.rglob("*"))
+            if path.is_file() and path.suffix in {".log", ".out", ".err"}
+        )
 
     def violations(self) -> list[str]:
         if not self.guard_log.exists():
@@ -75,6 +86,8 @@ def start_stack(
             "ENCLAVE_RAY__METRICS_EXPORT_PORT": str(ray_metrics_port),
             "ENCLAVE_CONFIG_DIR": str(ROOT),
             "ENCLAVE_API__PORT": str(port),
+            # The launcher gives up (exit 1, the reason on its console) when this test would.
+            "ENCLAVE_RAY__STARTUP_TIMEOUT_S": str(timeout_s),
             "ENCLAVE_PATHS__DATA_DIR": str(workdir / "data"),
             "ENCLAVE_EGRESS_GUARD_LOG": str(guard_log),
             "PYTHONPATH": os.pathsep.join(

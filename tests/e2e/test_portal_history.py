@@ -160,6 +160,7 @@ def test_the_owner_reads_their_own_words_and_nobody_else_does(
     assert conversation in records.text
     assert EMAIL not in records.text
     assert EMAIL not in stack.log_text()
+    assert EMAIL not in stack.replica_logs_text()
 
     # The database holds placeholders and ciphertext only.
     dump = _dump(stack)

@@ -81,6 +81,7 @@ CALLS: dict[tuple[str, str], tuple[str, dict[str, Any], int]] = {
         200,
     ),
     ("GET", "/v1/admin/api-keys"): ("/v1/admin/api-keys", {}, 200),
+    ("GET", "/v1/admin/status"): ("/v1/admin/status", {}, 200),
     ("POST", "/v1/admin/api-keys"): (
         "/v1/admin/api-keys",
         {"json": {"name": "ci", "tenant": "default", "roles": ["staff"]}},
@@ -197,6 +198,7 @@ MAY_CALL: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/v1/knowledge-bases/{name}/reindex"): {"tenant_admin"},
     ("GET", "/v1/knowledge-bases/{name}/passages/{chunk_id}"): {"staff", "tenant_admin"},
     ("GET", "/v1/admin/api-keys"): {"platform_admin"},
+    ("GET", "/v1/admin/status"): {"platform_admin"},  # what runs: the operators' view
     ("POST", "/v1/admin/api-keys"): {"platform_admin"},
     ("DELETE", "/v1/admin/api-keys/{key_id}"): {"platform_admin"},
     ("GET", "/v1/conversations"): {"staff", "tenant_admin"},
