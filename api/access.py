@@ -19,10 +19,10 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.handlers import BaseRouteHandler
 from litestar.types import Message, Scope
 
-from api.audit_trail import AuditTrail
 from api.security import Forbidden, Principal, RateLimited, Role, Unauthenticated
 from api.security.authenticator import Authenticator
 from api.security.rate_limits import RateLimiter
+from api.stores.audit_trail import AuditTrail
 from core.metrics import EnclaveMetrics
 from core.tracing import span
 

@@ -12,18 +12,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from api.access import Gatekeeper, principal_of, rate_limit_headers
-from api.audit_checkpoints import CheckpointJob
-from api.audit_trail import AuditTrail
 from api.chat import ChatPipeline, ChatService
+from api.chat.prompt_checks import SuiteRunner
+from api.chat.request_plan import Planner
 from api.errors import exception_handlers
-from api.lifecycle import RetentionJob
 from api.openapi_docs import document_problem_responses
-from api.prompt_checks import SuiteRunner
-from api.prompt_registry import PromptRegistry, repo_layers
-from api.quality import QualityStore
 from api.request_body import JsonRequest
 from api.request_ids import echo_request_id
-from api.request_plan import Planner
 from api.routes import (
     ApiKeyController,
     AuditController,
@@ -46,10 +41,15 @@ from api.routes.metrics import metrics_route, record_http
 from api.routes.portal import PortalController
 from api.routes.profile import ProfileController
 from api.routes.prompts import PromptController
-from api.runtime_config import RuntimeConfigStore
 from api.security import Principal
 from api.security.headers import cors_config, security_headers
 from api.services import Services
+from api.stores.audit_checkpoints import CheckpointJob
+from api.stores.audit_trail import AuditTrail
+from api.stores.lifecycle import RetentionJob
+from api.stores.prompt_registry import PromptRegistry, repo_layers
+from api.stores.quality import QualityStore
+from api.stores.runtime_config import RuntimeConfigStore
 from core.audit import CheckpointFile, CheckpointLog, CheckpointSink
 from core.errors import ConfigurationError
 from core.metrics import CanaryResults
@@ -83,7 +83,7 @@ def create_app(
         raise ConfigurationError(msg)
     prompts = PromptRegistry(services.database, layers, refresh_s=prompt_settings.refresh_s)
     runtime_config = RuntimeConfigStore(
-        services.database, settings, poll_s=prompt_settings.refresh_s
+        services.database, settings, refresh_s=prompt_settings.refresh_s
     )
     planner = Planner(
         prompts, runtime_config, services.config_version, prompt_name=prompt_settings.chat_prompt

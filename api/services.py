@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from api.context import PromptTokenizer
-from api.history import ConversationStore
-from api.reply_filter import OutputScanner
 from api.security import ApiKeyRecord, ApiKeyStore, Authenticator, QuotaLedger, RateLimiter
 from api.stack_status import StackInspector
+from api.stores.history import ConversationStore
 from core.audit import AuditLog
 from core.db import Database
 from core.metrics import EnclaveMetrics
 from core.settings import Settings
 from index.base import KnowledgeService
 from models.guard_types import GuardVerdict
-from models.llm.base import EngineInfo, GenerationDelta, GenerationRequest
-from models.pii.base import ScanResult
+from models.llm.base import ChatMessage, EngineInfo, GenerationDelta, GenerationRequest
+from models.pii.base import PIISpan, ScanResult
 
-__all__ = ["ApiKeyAdmin", "GuardClient", "LLMClient", "Security", "Services"]
+__all__ = [
+    "ApiKeyAdmin",
+    "GuardClient",
+    "LLMClient",
+    "OutputScanner",
+    "PromptTokenizer",
+    "Security",
+    "Services",
+]
 
 
 class GuardClient(Protocol):
@@ -52,6 +58,23 @@ class LLMClient(Protocol):
 
     async def running_requests(self) -> int:
         """Requests being generated right now."""
+
+
+class PromptTokenizer(Protocol):
+    """Renders a chat with the model's template and returns its token ids."""
+
+    def prompt_token_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Token ids of the templated chat, generation prompt included."""
+
+
+class OutputScanner(Protocol):
+    """Finds PII in a reply without an NLP model (pattern recognizers)."""
+
+    def find(self, text: str) -> list[PIISpan]:
+        """PII spans in ``text``."""
+
+    def hold_from(self, text: str) -> int:
+        """Where trailing text that may still grow into PII starts (``len(text)`` if none)."""
 
 
 class ApiKeyAdmin(ApiKeyStore, Protocol):

@@ -3,7 +3,7 @@
 The retriever quotes the sentences of its best source closest to the question
 (``index.quotes``). This asks every handbook question of a knowledge base built from the
 sample handbook with the real MiniLM encoder (no language model, no stack) and judges each
-quote with the eval's hint rule (``serving.eval_scoring.states_hint``), on the tuning and
+quote with the eval's hint rule (``serving.ops.eval_scoring.states_hint``), on the tuning and
 the held-back slice apart; also how often the hint is anywhere in the best passage (what a
 quote of that passage can reach at most).
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from index.quotes import best_quote
     from models.encoder import SentenceEncoder
     from models.store import ModelStore
-    from serving.eval_scoring import held_back, states_hint
+    from serving.ops.eval_scoring import held_back, states_hint
 
     store = ModelStore(settings.paths.model_store)
     encoder = SentenceEncoder(store.verify([ENCODER])[ENCODER].folder(store.root))

@@ -8,7 +8,7 @@ own modules on the same registry: ``enclave_quota_alarms_total``
 exports the canary's metrics with :class:`CanaryResults`, from the runs recorded in the SQL
 store (``core.db.canary_schema``), so that every replica shows the result of a canary that
 ran anywhere (a Kubernetes CronJob, the embedded stack's schedule);
-``serving.canary.CanaryMetrics`` is the same catalogue for the one process that ran the
+``serving.ops.canary.CanaryMetrics`` is the same catalogue for the one process that ran the
 canary (``enclave canary --metrics-file``). Pass them the same registry and ``/metrics``
 serves the whole catalogue; ``tests/unit/test_metrics_catalogue.py`` checks that it is
 exactly that.
@@ -511,7 +511,7 @@ class EnclaveMetrics:
 # -- the canary's results, from the SQL store ------------------------------------------------
 
 CANARY_DURATION_BUCKETS: Final = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
-"""Buckets of ``enclave_canary_duration_seconds`` (also ``serving.canary.CanaryMetrics``)."""
+"""Buckets of ``enclave_canary_duration_seconds`` (also ``serving.ops.canary.CanaryMetrics``)."""
 
 
 @dataclass(slots=True)

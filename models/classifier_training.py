@@ -17,29 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from models.encoder import SentenceEncoder
+from models.examples import Example, load_examples
+from models.guard import TextGuard
+from models.injection import INJECTION_DATASET, INJECTION_MODEL_NAME, evaluate_injection
+from models.intent import INTENT_DATASET, INTENT_MODEL_NAME, evaluate_intents
 from models.linear_head import TextHead, train_head
 from models.store import ModelEntry, ModelStore
 
 __all__ = [
     "ENCODER_MODEL_NAME",
-    "Example",
     "TrainingResult",
-    "load_examples",
     "train_classifier",
     "train_guard_classifiers",
 ]
 
 _log = logging.getLogger("enclave.models.training")
-
-
-@dataclass(frozen=True, slots=True)
-class Example:
-    """One labelled text."""
-
-    text: str
-    label: str
-    split: str
-    category: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,20 +41,6 @@ class TrainingResult:
     entry: ModelEntry
     metrics: dict[str, Any]
     retrained: bool
-
-
-def load_examples(path: Path) -> list[Example]:
-    """Read a JSONL dataset of {text, label, split[, category]}."""
-    examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        if row.get("split") not in {"train", "test"}:
-            msg = f"{path}:{number}: split must be train or test"
-            raise ValueError(msg)
-        examples.append(Example(row["text"], row["label"], row["split"], row.get("category", "")))
-    return examples
 
 
 def train_classifier(
@@ -141,10 +119,6 @@ def train_guard_classifiers(
 
     The detector is scored as deployed: head at ``injection_threshold``, plus the rules.
     """
-    from models.guard import TextGuard
-    from models.injection import INJECTION_DATASET, INJECTION_MODEL_NAME, evaluate_injection
-    from models.intent import INTENT_DATASET, INTENT_MODEL_NAME, evaluate_intents
-
     encoder_dir = store.verify([ENCODER_MODEL_NAME])[ENCODER_MODEL_NAME].folder(store.root)
     encoder = SentenceEncoder(encoder_dir)
     intent = train_classifier(

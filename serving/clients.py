@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,7 @@ from core.errors import EnclaveError, ServiceUnavailable
 from core.metrics import EnclaveMetrics
 from core.tracing import inject
 from index.base import (
-    DocumentInfo,
-    IngestOutcome,
-    KnowledgeBaseInfo,
-    Passage,
-    PiiPolicy,
-    RetrievalResult,
-    UploadedFile,
+    KnowledgeService,
 )
 from models.guard_types import GuardVerdict
 from models.llm.base import ChatMessage, EngineInfo, GenerationDelta, GenerationRequest
@@ -27,6 +22,7 @@ from models.llm.chat_template import prompt_token_ids
 from models.pii.base import PIIScanner, ScanResult
 
 __all__ = [
+    "HandleForwarder",
     "HandleGuardClient",
     "HandleKnowledgeService",
     "HandleLLMClient",
@@ -188,115 +184,73 @@ def _unwrapped(exc: Exception) -> Exception:
     return exc
 
 
-class HandleKnowledgeService:
-    """``index.base.KnowledgeService`` over the retriever deployment's handle.
+class HandleForwarder:
+    """Forwards every async method of one Protocol to a Serve deployment, through its handle.
 
-    Errors the replica raised on purpose (unknown knowledge base, bad document, ...) are
-    re-raised as themselves, so the API maps them to the right 4xx.
+    ``forwarder.name(*args, **kwargs)`` is ``await handle.name.remote(*args, **kwargs)`` for
+    each coroutine method ``name`` the Protocol declares (checked when the forwarder is
+    built; any other name is an ``AttributeError``). Methods named in ``traced`` also send
+    the caller's W3C trace context (``trace_context=``), which the replica continues. Errors
+    the replica raised on purpose (unknown knowledge base, bad document, ...) are re-raised as
+    themselves, so the API maps them to the right 4xx; a full queue is a 503 with
+    ``Retry-After``.
+
+    Typed through ``__getattr__``: mypy accepts a forwarder wherever the Protocol is
+    expected, so a subclass per Protocol needs no hand-written method per call.
     """
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(
+        self,
+        handle: Any,
+        protocol: type,
+        *,
+        deployment: str,
+        traced: Collection[str] = (),
+    ) -> None:
+        methods = frozenset(
+            name
+            for name in dir(protocol)
+            if not name.startswith("_") and inspect.iscoroutinefunction(getattr(protocol, name))
+        )
+        unknown = sorted(set(traced) - methods)
+        if not methods or unknown:
+            msg = f"{protocol.__name__}: no async methods to forward, or unknown traced {unknown}"
+            raise TypeError(msg)
         self._handle = handle
+        self._methods = methods
+        self._deployment = deployment
+        self._traced = frozenset(traced)
+
+    def __getattr__(self, method: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+        # Only names not found on the instance arrive here; private ones never forward (and
+        # must not recurse while the instance is being copied or unpickled).
+        if method.startswith("_") or method not in self._methods:
+            msg = f"{type(self).__name__} forwards no method {method!r}"
+            raise AttributeError(msg)
+
+        async def forwarded(*args: Any, **kwargs: Any) -> Any:
+            return await self._call(method, *args, **kwargs)
+
+        return forwarded
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method in self._traced:
+            kwargs["trace_context"] = inject()
         try:
             return await getattr(self._handle, method).remote(*args, **kwargs)
         except Exception as exc:
-            _raise_if_back_pressure(exc, "retriever")
+            _raise_if_back_pressure(exc, self._deployment)
             cause = _unwrapped(exc)
             if cause is exc:
                 raise
             raise cause from None
 
-    async def create_base(
-        self,
-        tenant: str,
-        name: str,
-        *,
-        description: str = "",
-        pii_policy: PiiPolicy | None = None,
-        actor: str = "system",
-    ) -> KnowledgeBaseInfo:
-        """Create an empty knowledge base."""
-        result: KnowledgeBaseInfo = await self._call(
-            "create_base",
-            tenant,
-            name,
-            description=description,
-            pii_policy=pii_policy,
-            actor=actor,
-        )
-        return result
 
-    async def list_bases(self, tenant: str) -> list[KnowledgeBaseInfo]:
-        """The tenant's knowledge bases."""
-        result: list[KnowledgeBaseInfo] = await self._call("list_bases", tenant)
-        return result
+class HandleKnowledgeService(HandleForwarder):
+    """``index.base.KnowledgeService`` over the retriever deployment's handle."""
 
-    async def get_base(self, tenant: str, name: str) -> KnowledgeBaseInfo:
-        """One knowledge base."""
-        result: KnowledgeBaseInfo = await self._call("get_base", tenant, name)
-        return result
-
-    async def delete_base(self, tenant: str, name: str) -> None:
-        """Delete a knowledge base."""
-        await self._call("delete_base", tenant, name)
-
-    async def upload(
-        self, tenant: str, name: str, files: list[UploadedFile], *, actor: str = "system"
-    ) -> IngestOutcome:
-        """Ingest files, all or nothing."""
-        result: IngestOutcome = await self._call("upload", tenant, name, files, actor=actor)
-        return result
-
-    async def list_documents(self, tenant: str, name: str) -> list[DocumentInfo]:
-        """The documents of a knowledge base."""
-        result: list[DocumentInfo] = await self._call("list_documents", tenant, name)
-        return result
-
-    async def delete_document(self, tenant: str, name: str, doc_id: str) -> IngestOutcome:
-        """Remove a document and its vectors."""
-        result: IngestOutcome = await self._call("delete_document", tenant, name, doc_id)
-        return result
-
-    async def reindex(self, tenant: str, name: str) -> IngestOutcome:
-        """Re-index every document."""
-        result: IngestOutcome = await self._call("reindex", tenant, name)
-        return result
-
-    async def retrieve(
-        self,
-        tenant: str,
-        name: str,
-        query: str,
-        *,
-        k: int,
-        min_score: float,
-        embedding: bytes = b"",
-        embedding_model: str = "",
-    ) -> RetrievalResult:
-        """The best chunks for a query."""
-        result: RetrievalResult = await self._call(
-            "retrieve",
-            tenant,
-            name,
-            query,
-            k=k,
-            min_score=min_score,
-            embedding=embedding,
-            embedding_model=embedding_model,
-            trace_context=inject(),
-        )
-        return result
-
-    async def passage(self, tenant: str, name: str, chunk_id: str) -> Passage:
-        """One chunk's text."""
-        result: Passage = await self._call("passage", tenant, name, chunk_id)
-        return result
-
-    async def check_health(self) -> None:
-        """Raise unless the retriever answers."""
-        await self._call("check_health")
+    def __init__(self, handle: Any) -> None:
+        super().__init__(handle, KnowledgeService, deployment="retriever", traced=("retrieve",))
 
 
 def _spans(results: list[ScanResult], ignore: frozenset[str]) -> list[list[tuple[int, int, str]]]:

@@ -243,20 +243,20 @@ class APIIngress:
         from prometheus_client import CollectorRegistry
 
         from api.app import create_app
-        from api.history import ConversationStore
         from api.services import Services
-        from api.vault_keys import HistoryKeyring
+        from api.stores.history import ConversationStore
+        from api.stores.vault_keys import HistoryKeyring
         from core.audit import AuditLog
         from core.metrics import EnclaveMetrics
         from models.pii.pattern_scanner import PatternScanner
-        from serving.alert_webhook import WebhookNotifier
-        from serving.checkpoint_webhook import WebhookCheckpoints
         from serving.clients import (
             HandleGuardClient,
             HandleKnowledgeService,
             HandleLLMClient,
             TemplateTokenizer,
         )
+        from serving.ops.alert_webhook import WebhookNotifier
+        from serving.ops.checkpoint_webhook import WebhookCheckpoints
         from serving.runtime_env import ensure_canary_token
         from serving.security import build_security
         from serving.serve_status import ServeStackInspector
@@ -300,7 +300,7 @@ class APIIngress:
         if settings.canary.enabled:
             # The canary runs beside the API and records each run in the database; every API
             # replica's /metrics exports the latest recorded result.
-            from serving.canary_cli import start_canary_when_ready
+            from serving.ops.canary_schedule import start_canary_when_ready
 
             self._canary_stop = start_canary_when_ready(
                 settings, f"http://127.0.0.1:{settings.api.port}"

@@ -56,12 +56,12 @@ def enclave_command(
 
     ``make run`` starts ``.venv/bin/enclave``, which is rarely on ``PATH``: the greeting's
     commands name it as it can be pasted (``enclave`` when ``PATH`` finds this very script,
-    else its path, relative to ``cwd`` when inside it). Started as ``python -m serving.cli``,
-    that is what they name.
+    else its path, relative to ``cwd`` when inside it). Started as
+    ``python -m serving.ops.cli``, that is what they name.
     """
     script = Path(argv0)
     if script.name != "enclave":
-        return f"{shlex.quote(_shown_path(Path(executable), cwd))} -m serving.cli"
+        return f"{shlex.quote(_shown_path(Path(executable), cwd))} -m serving.ops.cli"
     found = shutil.which("enclave", path=search_path)
     if found is not None and Path(found).resolve() == script.resolve():
         return "enclave"

@@ -81,7 +81,7 @@ def _alarm_to_webhook(settings: Settings) -> AlarmCallback | None:
     """Quota alarms posted to the alert webhook (Slack-compatible), when one is configured."""
     if settings.alerts.webhook_url is None:
         return None
-    from serving.alert_webhook import WebhookNotifier
+    from serving.ops.alert_webhook import WebhookNotifier
 
     notifier = WebhookNotifier(settings.alerts)
 

@@ -12,8 +12,7 @@ from typing import Any
 from litestar.stores.memory import MemoryStore
 from prometheus_client import CollectorRegistry
 
-from api.history import ConversationStore
-from api.request_plan import RequestPlan
+from api.chat.request_plan import RequestPlan
 from api.security import (
     Authenticator,
     MemoryApiKeyStore,
@@ -23,12 +22,13 @@ from api.security import (
     issue_api_key,
 )
 from api.services import Security, Services
-from api.vault_keys import DeploymentKey, HistoryKeyring
+from api.stores.history import ConversationStore
+from api.stores.vault_keys import DeploymentKey, HistoryKeyring
 from core.audit import AuditLog, AuditSigner
 from core.db import Database
 from core.errors import ServiceUnavailable
 from core.prompts import global_layer, load_repo_prompt, resolve
-from core.runtime_config import effective_runtime
+from core.runtime_overrides import effective_runtime
 from core.settings import Settings, config_version
 from index.base import (
     DocumentInfo,

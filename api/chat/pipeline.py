@@ -11,16 +11,16 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from api.chat.context import ContextFit, fit_context
 from api.chat.events import Notice
-from api.context import ContextFit, fit_context
-from api.grounding import Grounding, RetrievalLimits, RetrievalStage
-from api.guarding import GuardOutcome, GuardStage
-from api.repetition import RepetitionGuard
-from api.reply_filter import ReplyFilter
-from api.request_plan import RequestPlan
-from api.resilience import CircuitBreaker, with_deadlines
+from api.chat.grounding import Grounding, RetrievalLimits, RetrievalStage
+from api.chat.guarding import GuardOutcome, GuardStage
+from api.chat.repetition import RepetitionGuard
+from api.chat.reply_filter import ReplyFilter
+from api.chat.request_plan import RequestPlan
+from api.chat.resilience import CircuitBreaker, with_deadlines
+from api.chat.validation import ValidatedChat
 from api.services import LLMClient, Services
-from api.validation import ValidatedChat
 from core.errors import ContextTooLong, GenerationFailed, ServiceUnavailable, UnknownModel
 from core.prompts import system_message
 from core.tracing import current_trace_id, span

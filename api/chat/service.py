@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.chat.events import ChatEvent, Completed, Failed, Notice, TextDelta
+from api.chat.exchanges import record_exchange
+from api.chat.openai_types import ChatCompletionRequest
 from api.chat.pipeline import ChatPipeline, ChatRun
+from api.chat.request_plan import Planner
 from api.chat.signals import QualitySignals
-from api.exchanges import record_exchange
-from api.history import LastTurn
-from api.openai_types import ChatCompletionRequest
-from api.quality import QualityStore
-from api.request_plan import Planner
+from api.chat.validation import ValidatedChat, validate_chat_request
 from api.security import Principal, QuotaExceeded, Reservation, quota_scopes
 from api.services import Services
-from api.validation import ValidatedChat, validate_chat_request
+from api.stores.history import LastTurn
+from api.stores.quality import QualityStore
 from core.audit import STORE_ERRORS, AuditUnavailable
 from core.errors import EnclaveError, GenerationInterrupted
 from core.tracing import span

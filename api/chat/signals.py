@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 from api.chat.pipeline import ChatRun
-from api.history import LastTurn
-from api.quality import QualityStore, is_rephrase
 from api.security import Principal
+from api.stores.history import LastTurn
+from api.stores.quality import QualityStore, is_rephrase
 from core.metrics import EnclaveMetrics
 
 __all__ = ["QualitySignals"]

@@ -9,10 +9,10 @@ from typing import Any
 import msgspec
 from litestar import Controller, delete, get, post
 
-from api.audit_trail import AuditTrail
-from api.lifecycle import erase_subject
 from api.security import ApiKeyRecord, Principal, Role, issue_api_key
 from api.services import Services
+from api.stores.audit_trail import AuditTrail
+from api.stores.lifecycle import erase_subject
 from core.errors import InvalidRequest, NotFound
 
 __all__ = ["ApiKeyController", "ApiKeyCreate", "erase_person"]

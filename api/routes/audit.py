@@ -22,10 +22,10 @@ from litestar.background_tasks import BackgroundTask
 from litestar.params import Parameter
 from litestar.response import File, Stream
 
-from api.audit_trail import AuditTrail
 from api.security import Forbidden, Principal
 from api.services import Services
 from api.sse import encode_frame
+from api.stores.audit_trail import AuditTrail
 from core.audit import (
     Checkpoint,
     CheckpointError,

@@ -24,8 +24,7 @@ from api.chat import (
     TextDelta,
     lineage_headers,
 )
-from api.errors import problem_body
-from api.openai_types import (
+from api.chat.openai_types import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -35,6 +34,7 @@ from api.openai_types import (
     ResponseMessage,
     Usage,
 )
+from api.errors import problem_body
 from api.request_ids import request_id_of
 from api.security import Principal
 from api.sse import DONE_FRAME, encode_frame

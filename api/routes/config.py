@@ -11,13 +11,13 @@ from typing import Any, Literal
 import msgspec
 from litestar import Controller, get, post, put
 
-from api.audit_trail import AuditTrail
-from api.guarding import scrub_free_text
-from api.runtime_config import GLOBAL, RuntimeConfigStore
+from api.chat.guarding import scrub_free_text
 from api.security import Forbidden, Principal
 from api.services import Services
+from api.stores.audit_trail import AuditTrail
+from api.stores.runtime_config import GLOBAL, RuntimeConfigStore
 from core.errors import InvalidRequest
-from core.runtime_config import validate_overrides
+from core.runtime_overrides import validate_overrides
 
 __all__ = ["ConfigActivate", "ConfigUpdate", "RuntimeConfigController"]
 

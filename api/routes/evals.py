@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from litestar import Controller, get
 from litestar.params import Parameter
 
-from api.evals import MAX_LIMIT, EvalStore, run_document
 from api.security import Principal
 from api.services import Services
+from api.stores.evals import MAX_LIMIT, EvalStore, run_document
 
 __all__ = ["EvalController"]
 

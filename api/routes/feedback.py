@@ -14,10 +14,10 @@ from typing import Any, Final, Literal
 import msgspec
 from litestar import Controller, get, post
 
-from api.guarding import scrub_free_text
-from api.quality import MAX_DAYS, AnswerRef, QualityStore
+from api.chat.guarding import scrub_free_text
 from api.security import Principal
 from api.services import Services
+from api.stores.quality import MAX_DAYS, AnswerRef, QualityStore
 from core.errors import InvalidRequest, NotFound
 from core.ids import is_valid_request_id
 

@@ -10,9 +10,9 @@ from typing import Any, Literal
 import msgspec
 from litestar import Controller, Response, delete, get, patch
 
-from api.audit_trail import AuditTrail
-from api.history import ConversationStore, to_json, to_markdown
 from api.security import Principal
+from api.stores.audit_trail import AuditTrail
+from api.stores.history import ConversationStore, to_json, to_markdown
 
 __all__ = ["ConversationController", "ConversationRename"]
 

@@ -10,9 +10,9 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
 
-from api.audit_trail import AuditTrail
 from api.security import Principal
 from api.services import Services
+from api.stores.audit_trail import AuditTrail
 from core.errors import ServiceUnavailable, UnsupportedMediaType
 from index.base import KnowledgeService, PiiPolicy, UploadedFile
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import get
 
-from api.request_plan import Planner
+from api.chat.request_plan import Planner
 from api.security import Principal, quota_scopes
 from api.services import Services
 

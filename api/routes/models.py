@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from litestar import get
 
+from api.chat.openai_types import ModelCard, ModelList
 from api.chat.pipeline import ChatPipeline
-from api.openai_types import ModelCard, ModelList
 
 __all__ = ["list_models"]
 

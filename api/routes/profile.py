@@ -8,9 +8,9 @@ from typing import Any
 import msgspec
 from litestar import Controller, get, put
 
-from api.profiles import ProfileStore, checked_profile
 from api.security import Principal
 from api.services import Services
+from api.stores.profiles import ProfileStore, checked_profile
 from core.errors import InvalidRequest
 
 __all__ = ["ProfileController", "ProfileUpdate"]

@@ -10,10 +10,10 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.params import Parameter
 
-from api.audit_trail import AuditTrail
-from api.prompt_checks import SuiteRunner
-from api.prompt_registry import PromptRegistry, PromptVersion, scope_label
+from api.chat.prompt_checks import SuiteRunner
 from api.security import Principal
+from api.stores.audit_trail import AuditTrail
+from api.stores.prompt_registry import PromptRegistry, PromptVersion, scope_label
 from core.errors import InvalidRequest, RegressionFailed
 from core.prompts import PromptTemplate, diff
 

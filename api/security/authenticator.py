@@ -12,7 +12,7 @@ from api.security.errors import Unauthenticated
 from api.security.jwt_auth import OIDCVerifier
 from api.security.principal import Principal
 from core.errors import ConfigurationError
-from core.settings_security import AuthSettings
+from core.settings import AuthSettings
 
 __all__ = ["Authenticator"]
 

@@ -1,7 +1,7 @@
 """OIDC bearer tokens: verify a JWT against the IdP's JWKS and map its claims to a Principal.
 
 What is checked, in order: size and shape; the header's ``alg`` against the allow-list
-(asymmetric only: ``none`` and HS* can never pass, see ``core.settings_security``); the
+(asymmetric only: ``none`` and HS* can never pass, see ``core.settings.security``); the
 signing key by ``kid``, whose type must fit the algorithm (so an RSA key can never verify
 an HS256 "signature" made with its own public PEM); then the signature, ``iss``, ``aud``,
 ``exp``, ``nbf`` and ``iat`` with the configured leeway; then the mapped claims.
@@ -36,7 +36,7 @@ import jwt
 from api.security.errors import Unauthenticated
 from api.security.principal import Principal, Role, oidc_subject
 from core.errors import ConfigurationError, ServiceUnavailable
-from core.settings_security import OIDCSettings
+from core.settings import OIDCSettings
 
 __all__ = ["OIDCVerifier"]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from api.security.errors import Forbidden
-from core.settings_security import ROLE_NAMES, RoleName
+from core.settings import ROLE_NAMES, RoleName
 
 __all__ = ["ROLES", "AuthMethod", "Principal", "Role", "oidc_subject", "require_role"]
 

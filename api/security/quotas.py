@@ -46,7 +46,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from api.security.errors import QuotaExceeded
 from api.security.principal import Principal
 from api.security.quota_leases import RequestLeases, reclaimed_tokens_counter
-from core.settings_security import LimitsSettings, QuotaPeriod
+from core.settings import LimitsSettings, QuotaPeriod
 
 __all__ = [
     "AlarmCallback",

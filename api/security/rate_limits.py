@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 from api.security.errors import RateLimited
 from api.security.principal import Principal
 from api.security.store_outage import StoreOutage
-from core.settings_security import LimitsSettings
+from core.settings import LimitsSettings
 
 __all__ = ["RateDecision", "RateLimiter", "build_limits_store"]
 

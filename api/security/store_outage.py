@@ -28,7 +28,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from redis.exceptions import RedisError
 
 from core.errors import ServiceUnavailable
-from core.settings_security import StoreOutagePolicy
+from core.settings import StoreOutagePolicy
 
 __all__ = ["LIMITS_STORES", "LimitsStore", "StoreOutage"]
 

@@ -6,7 +6,7 @@ data key; the data key is stored here only wrapped (AES-GCM) by a deployment key
 outside the database (a file, a Kubernetes Secret). Deleting a user's row is
 crypto-shredding: every vault of theirs, in this database and in its backups, can no longer
 be decrypted once the deployment keys that wrapped this row are retired
-(``api.vault_keys``).
+(``api.stores.vault_keys``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.classifier_training import Example
+from models.examples import Example
 from models.injection.rules import decoded_payloads, rule_hits
 
 __all__ = [

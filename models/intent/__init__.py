@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.classifier_training import Example
+from models.examples import Example
 
 __all__ = ["INTENTS", "INTENT_DATASET", "INTENT_MODEL_NAME", "evaluate_intents"]
 

@@ -78,7 +78,7 @@ class PlaceholderVault:
 
     def mapping(self) -> dict[str, str]:
         """Placeholder → value, in the order minted: only for the owner's encrypted history
-        vault (``api.vault_keys``), never for a log or the database in the clear."""
+        vault (``api.stores.vault_keys``), never for a log or the database in the clear."""
         return dict(self._by_placeholder)
 
     def counts(self) -> dict[str, int]:

@@ -99,7 +99,7 @@ def start_stack(
     started = time.perf_counter()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli", "serve"],
+            [sys.executable, "-m", "serving.ops.cli", "serve"],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -18,13 +18,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from core.settings import AlertSettings, CanarySettings, Settings
-from serving.canary import STEPS
-from serving.canary_cli import start_canary_scheduler
+from serving.ops.canary import STEPS
+from serving.ops.canary_schedule import start_canary_scheduler
 from tests.e2e.stack import GUARD_DIR, ROOT, RunningStack
 
 pytestmark = pytest.mark.e2e
 
-ENCLAVE = [sys.executable, "-m", "serving.cli"]
+ENCLAVE = [sys.executable, "-m", "serving.ops.cli"]
 
 
 class _Receiver:

@@ -16,7 +16,7 @@ from tests.e2e.stack import GUARD_DIR, ROOT, RunningStack
 
 pytestmark = pytest.mark.e2e
 
-ENCLAVE = [sys.executable, "-m", "serving.cli"]
+ENCLAVE = [sys.executable, "-m", "serving.ops.cli"]
 
 
 def _enclave_eval(

@@ -129,7 +129,7 @@ def _status(
     if key is not None:
         env["ENCLAVE_API_KEY"] = key
     return subprocess.run(
-        [sys.executable, "-m", "serving.cli", "status", *extra],
+        [sys.executable, "-m", "serving.ops.cli", "status", *extra],
         check=False,
         cwd=ROOT,
         env=env,
@@ -204,7 +204,7 @@ def test_a_replica_that_cannot_start_is_reported_on_the_console() -> None:
     }
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.cli", "serve"],
+        [sys.executable, "-m", "serving.ops.cli", "serve"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from api.vault_keys import DeploymentKey, HistoryKeyring
+from api.stores.vault_keys import DeploymentKey, HistoryKeyring
 from core.db import Database
 from tests.e2e.stack import RunningStack, issue_key
 from tests.e2e.test_portal import (  # noqa: F401 - `browser` is a fixture used by name

@@ -28,9 +28,9 @@ from litestar import Litestar
 from prometheus_client import CollectorRegistry
 
 from api.app import create_app
-from api.history import ConversationStore
 from api.services import Services
-from api.vault_keys import DeploymentKey, HistoryKeyring
+from api.stores.history import ConversationStore
+from api.stores.vault_keys import DeploymentKey, HistoryKeyring
 from core.audit import AuditLog, AuditSigner
 from core.db import Database
 from core.metrics import EnclaveMetrics

@@ -43,7 +43,7 @@ from core.audit import (
 from core.db import GENESIS_HASH, Database, audit_log, conversations, messages, upgrade
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.settings import Settings
-from serving.audit_cli import add_audit_commands
+from serving.ops.audit_cli import add_audit_commands
 from tests.integration.databases import KINDS, fresh_database_url, open_database
 
 pytestmark = pytest.mark.integration

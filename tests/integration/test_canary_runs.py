@@ -25,8 +25,8 @@ from core.db import Database, canary_runs, upgrade
 from core.db.canary_schema import record_canary_run
 from core.metrics import CanaryResults
 from core.settings import Settings
-from serving.canary import CanaryReport, CanaryStep
-from serving.canary_cli import record_run
+from serving.ops.canary import CanaryReport, CanaryStep
+from serving.ops.canary_schedule import record_run
 from tests.integration.databases import KINDS, fresh_database_url
 
 pytestmark = pytest.mark.integration

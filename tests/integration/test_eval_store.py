@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from api.errors import exception_handlers
-from api.evals import EvalRun, EvalStore
 from api.routes.evals import EvalController
 from api.security import Principal
+from api.stores.evals import EvalRun, EvalStore
 from core.db import Database, upgrade
 from core.errors import InvalidRequest
 from core.settings import PathsSettings, Settings

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-from models.classifier_training import ENCODER_MODEL_NAME, load_examples, train_classifier
+from models.classifier_training import ENCODER_MODEL_NAME, train_classifier
 from models.encoder import SentenceEncoder
+from models.examples import load_examples
 from models.guard import TextGuard
 from models.injection import INJECTION_DATASET, INJECTION_MODEL_NAME
 from models.intent import INTENT_DATASET, INTENT_MODEL_NAME, INTENTS, evaluate_intents

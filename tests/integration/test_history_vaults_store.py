@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from api.history import ConversationStore, StoredMessage
-from api.vault_keys import DeploymentKey, HistoryKeyring
+from api.stores.history import ConversationStore, StoredMessage
+from api.stores.vault_keys import DeploymentKey, HistoryKeyring
 from core.db import Database, history_keys, upgrade
 from tests.integration.databases import KINDS, fresh_database_url
 

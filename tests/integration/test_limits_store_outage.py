@@ -17,7 +17,7 @@ import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
-from core.settings_security import StoreOutagePolicy
+from core.settings import StoreOutagePolicy
 from tests.integration.api_processes import api_processes, chat_body, free_port
 
 pytestmark = pytest.mark.integration

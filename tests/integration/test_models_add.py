@@ -14,7 +14,7 @@ import pytest
 
 from core.settings import load_settings
 from models.store import ModelStore, sha256_file
-from serving.cli import main
+from serving.ops.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from api.guarding import GuardStage
-from api.runtime_config import RuntimeConfigStore
+from api.chat.guarding import GuardStage
+from api.stores.runtime_config import RuntimeConfigStore
 from core.db import Database
-from core.runtime_config import EffectiveRuntime
+from core.runtime_overrides import EffectiveRuntime
 from core.settings import Settings, load_settings
 from models.classifier_training import ENCODER_MODEL_NAME
 from models.guard import TextGuard
@@ -30,7 +30,7 @@ from models.pii.base import ScanResult
 from models.pii.places import PlaceAllowList
 from models.pii.presidio_scanner import PresidioScanner
 from models.store import ModelStore
-from serving.cli import main
+from serving.ops.cli import main
 
 pytestmark = pytest.mark.integration
 

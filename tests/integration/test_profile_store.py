@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from api.profiles import Profile, ProfileStore
+from api.stores.profiles import Profile, ProfileStore
 from core.db import Database, upgrade, user_profiles
 from tests.integration.databases import KINDS, fresh_database_url, open_database
 

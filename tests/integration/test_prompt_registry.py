@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from api.prompt_registry import PromptRegistry, repo_layers
+from api.stores.prompt_registry import PromptRegistry, repo_layers
 from core.db import Database, upgrade
 from core.errors import Conflict, NotFound
 from core.prompts import PromptInvalid

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select, update
 
-from api.quality import QualityStore
+from api.stores.quality import QualityStore
 from core.db import Database, conversations, messages, quality_events, upgrade
 from tests.integration.databases import KINDS, fresh_database_url
 

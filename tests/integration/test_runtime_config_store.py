@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select
 
-from api.runtime_config import RuntimeConfigStore
+from api.stores.runtime_config import RuntimeConfigStore
 from core.db import Database, config_activations, config_versions, prompt_versions, upgrade
 from core.errors import InvalidRequest, NotFound
 from core.settings import PathsSettings, Settings
@@ -61,7 +61,7 @@ async def _count(database: Database, table: Any) -> int:
 async def test_a_saved_version_applies_at_once_in_the_replica_that_saved_it(
     database: Database, settings: Settings
 ) -> None:
-    store = RuntimeConfigStore(database, settings, poll_s=60.0)
+    store = RuntimeConfigStore(database, settings, refresh_s=60.0)
     before = await store.effective("acme")
     assert (before.top_k, before.version) == (4, "g0.t0")
 
@@ -88,8 +88,8 @@ async def test_another_replica_sees_the_change_within_poll_s(
     database: Database, settings: Settings
 ) -> None:
     clock = Clock()
-    writer = RuntimeConfigStore(database, settings, poll_s=POLL_S, clock=clock)
-    reader = RuntimeConfigStore(database, settings, poll_s=POLL_S, clock=clock)
+    writer = RuntimeConfigStore(database, settings, refresh_s=POLL_S, clock=clock)
+    reader = RuntimeConfigStore(database, settings, refresh_s=POLL_S, clock=clock)
     assert (await reader.effective("acme")).engine == "primary"
 
     await writer.create_version(
@@ -112,7 +112,7 @@ async def test_the_snapshot_costs_no_query_while_fresh(
     database: Database, settings: Settings
 ) -> None:
     clock = Clock()
-    store = RuntimeConfigStore(database, settings, poll_s=POLL_S, clock=clock)
+    store = RuntimeConfigStore(database, settings, refresh_s=POLL_S, clock=clock)
     await store.effective("acme")
     statements: list[str] = []
 
@@ -138,7 +138,7 @@ async def test_the_snapshot_costs_no_query_while_fresh(
 async def test_rollback_restores_the_earlier_version(
     database: Database, settings: Settings
 ) -> None:
-    store = RuntimeConfigStore(database, settings, poll_s=60.0)
+    store = RuntimeConfigStore(database, settings, refresh_s=60.0)
     await store.create_version("acme", {"retrieval": {"top_k": 6}}, note="a", actor="u_1")
     await store.create_version("acme", {"retrieval": {"top_k": 12}}, note="b", actor="u_1")
     assert (await store.effective("acme")).top_k == 12
@@ -178,12 +178,12 @@ async def test_rollback_restores_the_earlier_version(
 async def test_a_version_that_no_longer_fits_the_settings_is_not_activated(
     database: Database, settings: Settings
 ) -> None:
-    store = RuntimeConfigStore(database, settings, poll_s=60.0)
+    store = RuntimeConfigStore(database, settings, refresh_s=60.0)
     await store.create_version("acme", {"models": {"engine": "fallback"}}, note="a", actor="u")
     await store.create_version("acme", {}, note="b", actor="u")
     # The deployment has since lost its fallback engine.
     shrunk = settings.model_copy(update={"llm": settings.llm.model_copy(update={"fallback": None})})
-    restarted = RuntimeConfigStore(database, shrunk, poll_s=60.0)
+    restarted = RuntimeConfigStore(database, shrunk, refresh_s=60.0)
     with pytest.raises(InvalidRequest) as caught:
         await restarted.activate("acme", 1, actor="u", action="rollback")
     assert "Version 1 no longer fits this deployment's settings" in caught.value.detail
@@ -196,7 +196,7 @@ async def test_a_database_error_keeps_the_last_snapshot(
     database: Database, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = Clock()
-    store = RuntimeConfigStore(database, settings, poll_s=POLL_S, clock=clock)
+    store = RuntimeConfigStore(database, settings, refresh_s=POLL_S, clock=clock)
     await store.create_version("acme", {"retrieval": {"top_k": 11}}, note="a", actor="u_1")
     assert (await store.effective("acme")).top_k == 11
 
@@ -222,7 +222,7 @@ async def test_a_store_that_never_read_the_database_runs_on_the_settings(
 
 
 async def test_an_invalid_document_stores_nothing(database: Database, settings: Settings) -> None:
-    store = RuntimeConfigStore(database, settings, poll_s=60.0)
+    store = RuntimeConfigStore(database, settings, refresh_s=60.0)
     with pytest.raises(InvalidRequest) as caught:
         await store.create_version(
             "acme",
@@ -240,7 +240,7 @@ async def test_an_invalid_document_stores_nothing(database: Database, settings: 
 async def test_a_rollout_must_name_a_prompt_version_of_the_tenant(
     database: Database, settings: Settings
 ) -> None:
-    store = RuntimeConfigStore(database, settings, poll_s=60.0)
+    store = RuntimeConfigStore(database, settings, refresh_s=60.0)
     now = datetime.now(UTC)
     async with database.transaction() as connection:
         for version_id, tenant in (("pv_0a0a", "globex"), ("pv_0b0b", "acme"), ("pv_0c0c", "*")):

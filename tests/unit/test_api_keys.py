@@ -22,7 +22,7 @@ from api.security import (
 )
 from api.security import api_keys as api_keys_module
 from core.errors import ConfigurationError
-from core.settings_security import AuthSettings, OIDCSettings
+from core.settings import AuthSettings, OIDCSettings
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 PEPPER = b"server-side-pepper-from-a-secret"

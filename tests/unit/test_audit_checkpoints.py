@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from api.audit_checkpoints import CheckpointJob
+from api.stores.audit_checkpoints import CheckpointJob
 from core.audit import AuditLog, AuditSigner, AuditVerifier, Checkpoint, CheckpointFile
 from core.db import Database
-from serving.checkpoint_webhook import WebhookCheckpoints
+from serving.ops.checkpoint_webhook import WebhookCheckpoints
 from tests.unit.test_canary_report import Receiver, _notifier, receiver
 
 __all__ = ["receiver"]  # the fixture, shared with the canary's tests

@@ -28,16 +28,16 @@ from pydantic import ValidationError
 from core.db import Database
 from core.errors import ConfigurationError
 from core.settings import AlertSettings, CanarySettings, Settings, load_settings
-from serving.alert_webhook import (
+from serving.ops.alert_webhook import (
     CanaryAlerter,
     WebhookNotifier,
     failure_payload,
     recovery_payload,
 )
-from serving.canary import STEPS, CanaryMetrics, CanaryReport, CanaryStep, run_canary
-from serving.canary_cli import (
+from serving.ops.canary import STEPS, CanaryMetrics, CanaryReport, CanaryStep, run_canary
+from serving.ops.canary_cli import add_canary_commands
+from serving.ops.canary_schedule import (
     CanaryScheduler,
-    add_canary_commands,
     canary_api_key,
     ensure_canary_key,
     start_canary_scheduler,

@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 from api.routes.metrics import metrics_route
 from core.metrics import CanaryResults, CanarySnapshot
 from core.settings import Settings
-from serving.alert_webhook import CanaryAlerter, WebhookNotifier
-from serving.canary import CanaryReport, CanaryStep
-from serving.canary_cli import CanaryScheduler
+from serving.ops.alert_webhook import CanaryAlerter, WebhookNotifier
+from serving.ops.canary import CanaryReport, CanaryStep
+from serving.ops.canary_schedule import CanaryScheduler
 
 
 class _BrokenDatabase:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.context import fit_context
+from api.chat.context import fit_context
 from core.errors import ContextTooLong
 from models.llm.base import ChatMessage
 from tests.fakes import WordTokenizer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from api.evals import EvalRun, Step, find_steps, run_document
-from serving.eval_cli import render_history, render_run
+from api.stores.evals import EvalRun, Step, find_steps, run_document
+from serving.ops.eval_cli import render_history, render_run
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 

@@ -16,9 +16,15 @@ import pytest
 
 from core.db import upgrade
 from core.settings import Settings, load_settings
-from serving.eval_cli import API_KEY_ENV, add_eval_commands
-from serving.eval_datasets import Answer, AskFailed, EvalAborted, dominant_versions, run_handbook
-from serving.eval_datasets import HandbookCase as Case
+from serving.ops.eval_cli import API_KEY_ENV, add_eval_commands
+from serving.ops.eval_datasets import (
+    Answer,
+    AskFailed,
+    EvalAborted,
+    dominant_versions,
+    run_handbook,
+)
+from serving.ops.eval_datasets import HandbookCase as Case
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "enc_0123456789abcdef.eval-key-for-tests-only-not-real-00000000000"
@@ -276,7 +282,7 @@ def test_the_most_common_version_wins_and_missing_versions_stay_empty() -> None:
 
 
 def test_enclave_has_the_eval_command() -> None:
-    from serving.cli import _parser
+    from serving.ops.cli import _parser
 
     args = _parser().parse_args(["eval", "report", "--last", "5", "--json"])
     assert (args.eval_command, args.last, args.json) == ("report", 5, True)

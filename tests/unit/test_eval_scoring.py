@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from api.evals import EvalRun, find_steps
-from serving.eval_cli import render_history, render_run
-from serving.eval_datasets import Answer, HandbookCase, load_handbook, run_handbook
-from serving.eval_scoring import cites_relevant, held_back, loops, states_hint
+from api.stores.evals import EvalRun, find_steps
+from serving.ops.eval_cli import render_history, render_run
+from serving.ops.eval_datasets import Answer, HandbookCase, load_handbook, run_handbook
+from serving.ops.eval_scoring import cites_relevant, held_back, loops, states_hint
 from tests.unit.test_eval_run import ROOT
 
 

@@ -16,7 +16,6 @@ from ray.serve.schema import (
     ReplicaState,
 )
 
-from serving.cli import _parser
 from serving.greeting import (
     Greeting,
     deployments_table,
@@ -26,6 +25,7 @@ from serving.greeting import (
     starting_text,
     startup_problem,
 )
+from serving.ops.cli import _parser
 
 KEY = "enc_0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 LOGS = Path("/srv/enclave/.enclave/ray/session_latest/logs")
@@ -119,10 +119,12 @@ def test_the_enclave_command_is_named_as_it_can_be_typed_here(tmp_path: Path) ->
     # Started from another folder: the absolute path.
     elsewhere = tmp_path / "elsewhere"
     assert enclave_command(str(script), "/x/python", cwd=elsewhere, search_path="") == str(script)
-    # `python -m serving.cli serve` (the test stacks): the same module.
+    # `python -m serving.ops.cli serve` (the test stacks): the same module.
     assert (
-        enclave_command("/repo/serving/cli.py", str(tmp_path / "py"), cwd=tmp_path, search_path="")
-        == "./py -m serving.cli"
+        enclave_command(
+            "/repo/serving/ops/cli.py", str(tmp_path / "py"), cwd=tmp_path, search_path=""
+        )
+        == "./py -m serving.ops.cli"
     )
 
 

@@ -169,7 +169,7 @@ def test_a_stalled_retriever_times_out_and_the_budget_trims_sources(
 
 
 def test_the_best_source_carries_its_quote_and_the_others_none() -> None:
-    from api.grounding import Grounding
+    from api.chat.grounding import Grounding
     from index.base import Source
 
     best = Source("kb", "it-laptop", "Laptops", "c1", 0.8, quote="You get 36 GB of RAM.")

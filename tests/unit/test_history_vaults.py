@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from api.history import ConversationStore, StoredMessage, conceal, merge_vaults, restore
-from api.vault_keys import DeploymentKey, HistoryKeyring
+from api.stores.history import ConversationStore, StoredMessage, conceal, merge_vaults, restore
+from api.stores.vault_keys import DeploymentKey, HistoryKeyring
 from core.db import Database, conversations, history_keys
 from core.errors import ConfigurationError, InvalidRequest
 from core.settings import Settings
@@ -204,7 +204,7 @@ async def test_enclave_history_rewrap_moves_every_key_to_the_new_deployment_key(
     import json
 
     from core.db import database_url, upgrade
-    from serving.history_cli import _rewrap
+    from serving.ops.history_cli import _rewrap
 
     await asyncio.to_thread(upgrade, database_url(settings))
     old_file = settings.history.vault_key_path(settings.paths.data_dir)

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from api.security import OIDCVerifier, Principal, Unauthenticated, oidc_subject
 from core.errors import ConfigurationError, ServiceUnavailable
-from core.settings_security import OIDCSettings
+from core.settings import OIDCSettings
 
 ISSUER = "https://idp.corp.internal/realms/staff"
 AUDIENCE = "enclave"

@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from api.app import create_app
-from api.lifecycle import RetentionJob
+from api.stores.lifecycle import RetentionJob
 from core.db import Database
 from core.settings import Settings
 from tests.fakes import TestKeys, build_services

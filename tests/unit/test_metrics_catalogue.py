@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from api.security.quotas import MemoryQuotaLedger, QuotaScope
 from api.security.store_outage import StoreOutage
 from core.metrics import OTHER, EnclaveMetrics
-from serving.canary import CanaryMetrics
+from serving.ops.canary import CanaryMetrics
 from tests.alerting.test_alert_rules import Metric, load_catalogue
 
 OWNED_ELSEWHERE = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from api.guarding import GuardStage
+from api.chat.guarding import GuardStage
 from core.settings import GuardSettings
 from index.places import NamedPlace, places_named
 from models.guard_types import GuardVerdict

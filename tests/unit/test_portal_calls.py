@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 from api.access import PUBLIC, ROUTE_POLICY
-from api.profiles import SUPPORTED_LANGUAGES
 from api.routes.portal import PORTAL_DIR
+from api.stores.profiles import SUPPORTED_LANGUAGES
 
 CODE = (PORTAL_DIR / "portal.js").read_text()
 HTML = (PORTAL_DIR / "index.html").read_text()

@@ -17,8 +17,7 @@ from api.app import create_app
 from api.routes.portal import PORTAL_DIR
 from api.security.headers import SECURITY_HEADERS, content_security_policy, origin_of
 from core.db import Database
-from core.settings import Settings
-from core.settings_security import OIDCSettings
+from core.settings import OIDCSettings, Settings
 from tests.fakes import TestKeys, build_services
 
 ISSUER = "https://login.corp.example/realms/staff"

@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from api.app import create_app
-from api.profiles import SUPPORTED_LANGUAGES, checked_profile
+from api.stores.profiles import SUPPORTED_LANGUAGES, checked_profile
 from core.db import Database
 from core.errors import InvalidRequest
 from core.settings import Settings

@@ -130,7 +130,7 @@ def test_chat_system_part_lists_documents_as_the_documents_block_did() -> None:
         },
     ]
     rendered = chat.render("system", {"canary": CANARY, "documents": documents})
-    # The pipeline joined the system prompt and api.grounding.documents_block with "\n\n".
+    # The pipeline joined the system prompt and api.chat.grounding.documents_block with "\n\n".
     assert rendered == (
         f"{OLD_SYSTEM}\n\n{OLD_DOCUMENTS_INTRO}\n\n"
         "[1] VPN — Hotels\nUse profile B.\n\n"

@@ -17,12 +17,12 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import insert, select
 
 from api.access import Gatekeeper, principal_of
-from api.audit_trail import AuditTrail
 from api.errors import exception_handlers
-from api.quality import QualityStore, is_rephrase
 from api.routes.feedback import FeedbackController
 from api.security import Principal
 from api.services import Services
+from api.stores.audit_trail import AuditTrail
+from api.stores.quality import QualityStore, is_rephrase
 from core.db import Database, conversations, messages, quality_events
 from core.errors import InvalidRequest, ServiceUnavailable
 from core.metrics import OTHER, EnclaveMetrics

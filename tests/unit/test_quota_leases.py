@@ -11,11 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from api.app import create_app
 from api.chat import ChatService
-from api.openai_types import ChatCompletionRequest, RequestMessage
+from api.chat.openai_types import ChatCompletionRequest, RequestMessage
 from api.security import MemoryQuotaLedger, Principal, QuotaExceeded, QuotaScope, Reservation
 from core.db import Database
-from core.settings import Settings
-from core.settings_security import TokenQuotaSettings
+from core.settings import Settings, TokenQuotaSettings
 from tests.fakes import TestKeys, build_services
 
 USER = QuotaScope("user", "u_lease", 1000, "day")

@@ -18,7 +18,7 @@ from api.security import (
     quota_scopes,
 )
 from api.security.quotas import quota_exceeded
-from core.settings_security import LimitsSettings
+from core.settings import LimitsSettings
 
 START = datetime(2026, 11, 27, 20, 30, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 
 from api.security import Principal, RateLimited, RateLimiter, build_limits_store
-from core.settings_security import LimitsSettings
+from core.settings import LimitsSettings
 
 T0 = 1_800_000_000.0  # a window boundary (divisible by 60)
 

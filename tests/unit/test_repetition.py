@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.repetition import RepetitionGuard, find_loop
+from api.chat.repetition import RepetitionGuard, find_loop
 
 # An answer SmolLM2-135M gave in the style the issue describes (the same words 3+ times).
 LOOPING = (

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from api.reply_filter import ReplyFilter
+from api.chat.reply_filter import ReplyFilter
 from models.pii.base import PIISpan
 from models.pii.placeholders import PlaceholderVault
 
@@ -192,7 +192,7 @@ def test_placeholders_the_vault_never_issued_never_reach_the_user(chunks: list[s
 
 
 def test_a_looping_reply_ends_at_its_last_sentence_and_says_so() -> None:
-    from api.repetition import RepetitionGuard
+    from api.chat.repetition import RepetitionGuard
 
     vault = vault_with(("PERSON", "Ana Silva"))
     filter_ = ReplyFilter(vault, RegexScanner(), SYSTEM, CANARY, repetition=RepetitionGuard())
@@ -216,7 +216,7 @@ def test_a_looping_reply_ends_at_its_last_sentence_and_says_so() -> None:
 
 
 def test_a_reply_without_a_loop_streams_unchanged_with_the_guard_on() -> None:
-    from api.repetition import RepetitionGuard
+    from api.chat.repetition import RepetitionGuard
 
     filter_ = ReplyFilter(
         PlaceholderVault(), RegexScanner(), SYSTEM, CANARY, repetition=RepetitionGuard()

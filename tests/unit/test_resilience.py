@@ -14,16 +14,16 @@ import pytest
 from litestar.testing import TestClient
 
 from api.chat import ChatPipeline, ChatRun, Notice
-from api.openai_types import ChatCompletionRequest
-from api.resilience import (
+from api.chat.openai_types import ChatCompletionRequest
+from api.chat.resilience import (
     CircuitBreaker,
     CircuitState,
     FirstTokenTimeout,
     StallTimeout,
     with_deadlines,
 )
+from api.chat.validation import validate_chat_request
 from api.sse import iter_frames
-from api.validation import validate_chat_request
 from core.db import Database
 from core.errors import GenerationFailed, ServiceUnavailable
 from core.settings import Settings

@@ -9,7 +9,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.resilience import retry_idempotent
+from api.chat.resilience import retry_idempotent
 from core.db import Database
 from core.errors import ServiceUnavailable
 from core.settings import Settings

@@ -14,14 +14,14 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 
 from api.access import Gatekeeper, principal_of
-from api.audit_trail import AuditTrail
 from api.errors import exception_handlers
 from api.routes.config import RuntimeConfigController
-from api.runtime_config import RuntimeConfigStore
 from api.security import Principal
+from api.stores.audit_trail import AuditTrail
+from api.stores.runtime_config import RuntimeConfigStore
 from core.db import Database, audit_log
 from core.errors import InvalidRequest
-from core.runtime_config import (
+from core.runtime_overrides import (
     Decoding,
     EffectiveRuntime,
     RuntimeOverrides,
@@ -328,7 +328,7 @@ def config_client(
     """Only the configuration routes, wired as ``api.app`` wires routes."""
     services = build_services(settings, keys, database, guard=KeywordGuard())
     trail = AuditTrail(database, services.audit)
-    store = RuntimeConfigStore(database, settings, poll_s=60.0)
+    store = RuntimeConfigStore(database, settings, refresh_s=60.0)
 
     def _const(value: Any) -> Provide:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)

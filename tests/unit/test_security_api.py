@@ -12,8 +12,7 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from core.db import Database
-from core.settings import Settings
-from core.settings_security import TokenQuotaSettings
+from core.settings import Settings, TokenQuotaSettings
 from tests.fakes import ScriptedLLM, TestKeys, build_services
 
 CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "vpn at the hotel?"}]}

@@ -20,8 +20,8 @@ from api.stack_status import DeploymentState, ModelVersion, redacted_url
 from core.db import Database
 from core.db.canary_schema import record_canary_run
 from core.settings import Settings
-from serving.cli import main
-from serving.status_cli import render_status
+from serving.ops.cli import main
+from serving.ops.status_cli import render_status
 from tests.fakes import ScriptedLLM, TestKeys, build_services
 
 
