@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.chaos.test_chaos import _stream, chain_verifies, headers
+from tests.chaos.traffic import chain_verifies, chat, headers, stream_chat
 from tests.multinode.cluster import wait_for
 from tests.multinode.conftest import MultiNode
 
@@ -68,6 +68,21 @@ def test_chats_stream_across_nodes_with_the_openai_client(multinode: MultiNode) 
                 finish = chunk.choices[0].finish_reason or finish
         assert "".join(pieces).strip(), question
         assert finish in {"stop", "length"}
+
+
+async def _stream(client: httpx.AsyncClient, url: str, keys: dict[str, str]) -> dict[str, Any]:
+    """One long streamed answer: how it ended (a refusal counts as an error ending)."""
+    body = chat("Write a long story about the sea.", max_tokens=96, ignore_eos=True)
+    outcome = await stream_chat(client, url, headers(keys), body)
+    error = outcome.ending if outcome.status != 200 else outcome.error
+    return {
+        "status": outcome.status,
+        "chunks": outcome.chunks,
+        "done": outcome.done,
+        "error": error,
+        "broken": outcome.broken,
+        "events": outcome.events,
+    }
 
 
 async def _bounded_stream(url: str, keys: dict[str, str]) -> Any:
