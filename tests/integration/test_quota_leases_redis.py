@@ -7,14 +7,10 @@ its key's TTL runs out because nobody renews it.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from api.security import QuotaScope, RedisQuotaLedger
@@ -22,30 +18,7 @@ from api.security.quotas import period_bounds, period_label
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("ENCLAVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SHORT_TTL_S = 0.3  # a lease that dies quickly: no heartbeat runs in these tests
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    prefix = f"enclave-test-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    client = SyncRedis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def ledger(
