@@ -312,18 +312,19 @@ def _flamegraphs(
     return written
 
 
+def _levels_document(
+    results: dict[str, dict[tuple[int, int], SideLevel]],
+) -> dict[str, dict[str, Any]]:
+    """Each side's measured levels, keyed ``<streams>x<tokens>``, as the JSON stores them."""
+    return {
+        side: {f"{c}x{n}": asdict(level) for (c, n), level in per.items()}
+        for side, per in results.items()
+    }
+
+
 def _save_progress(path: Path, results: dict[str, dict[tuple[int, int], SideLevel]]) -> None:
     """Every finished level so far, so that an interrupted run keeps what it measured."""
-    write_json(
-        path,
-        {
-            "partial": True,
-            "levels": {
-                side: {f"{c}x{n}": asdict(level) for (c, n), level in per.items()}
-                for side, per in results.items()
-            },
-        },
-    )
+    write_json(path, {"partial": True, "levels": _levels_document(results)})
 
 
 def _jobs(questions: list[str], grounded: dict[str, Grounded], count: int, seed: int,
@@ -422,10 +423,7 @@ def _run(args: argparse.Namespace) -> int:
             **meta,
             "summary": rows.summary,
             "ttft_breakdown_1_stream": breakdown,
-            "levels": {
-                side: {f"{c}x{n}": asdict(level) for (c, n), level in per.items()}
-                for side, per in results.items()
-            },
+            "levels": _levels_document(results),
         },
     )
     progress.unlink(missing_ok=True)
