@@ -38,6 +38,7 @@ class StreamOptions(msgspec.Struct):
 
 Temperature = Annotated[float, msgspec.Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, msgspec.Meta(gt=0.0, le=1.0)]
+Penalty = Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
@@ -50,6 +51,9 @@ class ChatCompletionRequest(msgspec.Struct, forbid_unknown_fields=False):
     stream_options: StreamOptions | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
+    # null: the answering engine's configured penalty (llm.<engine>.decoding, runtime config).
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
     max_tokens: PositiveInt | None = None
     max_completion_tokens: PositiveInt | None = None
     stop: str | list[str] | None = None

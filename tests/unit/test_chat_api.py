@@ -129,6 +129,8 @@ def test_invalid_requests_get_problem_details(
     [
         ({"temperature": 3}, "temperature"),
         ({"top_p": 0}, "top_p"),
+        ({"frequency_penalty": 2.5}, "frequency_penalty"),
+        ({"presence_penalty": "high"}, "presence_penalty"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"model": 5}, "model"),
     ],
@@ -138,6 +140,25 @@ def test_out_of_range_parameters_name_the_field(
 ) -> None:
     problem = assert_problem(client.post(URL, json=body(**overrides)), 400)
     assert field in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "bound"),
+    [
+        ({"frequency_penalty": 2.01}, "<= 2.0"),
+        ({"frequency_penalty": -2.5}, ">= -2.0"),
+        ({"presence_penalty": 3}, "<= 2.0"),
+        ({"presence_penalty": -2.01}, ">= -2.0"),
+    ],
+)
+def test_penalties_outside_openais_range_are_refused(
+    client: TestClient, primary: ScriptedLLM, overrides: dict[str, Any], bound: str
+) -> None:
+    problem = assert_problem(client.post(URL, json=body(**overrides)), 400)
+    (name,) = overrides
+    assert problem["errors"] == [{"field": name, "message": f"Expected `float` {bound}"}]
+    assert f"{name}: Expected `float` {bound}" in problem["detail"]
+    assert primary.requests == []
 
 
 def test_several_problems_are_reported_together(client: TestClient) -> None:
