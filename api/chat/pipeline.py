@@ -23,6 +23,7 @@ from api.chat.validation import ValidatedChat
 from api.services import LLMClient, Services
 from core.errors import ContextTooLong, GenerationFailed, ServiceUnavailable, UnknownModel
 from core.prompts import system_message
+from core.runtime_overrides import Decoding, Engine
 from core.tracing import current_trace_id, span
 from models.llm.base import ChatMessage, GenerationDelta, GenerationRequest
 
@@ -53,11 +54,19 @@ class ChatRun:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # The system prompt as rendered for this request (the reply filter looks for leaks of it).
     system_text: str = ""
+    # The penalties the client set (``ValidatedChat.requested_decoding``); every engine
+    # answers with them instead of its configured ones.
+    requested_decoding: dict[str, float] = field(default_factory=dict)
 
     @property
     def decision(self) -> str:
         """What the guards decided: answer, refuse, escalate, block, …"""
         return self.guard.decision
+
+    def decoding_for(self, engine: Engine) -> Decoding:
+        """The penalties ``engine`` answers this request with: its configured ones, with
+        the client's own where the request set them."""
+        return replace(self.plan.runtime.decoding_for(engine), **self.requested_decoding)
 
     def lineage(self) -> dict[str, Any]:
         """What explains this response; identifiers, decisions and counts only (no text)."""
@@ -71,11 +80,12 @@ class ChatRun:
             "fallback_when": self.fallback_when if self.fallback_used else None,
             "trace_id": self.trace_id,
             **self.plan.lineage(),
-            # Per engine: the engine(s) that answered (engine, fallback) used theirs.
+            # Per engine, as applied: the engine(s) that answered (engine, fallback) used
+            # theirs; "decoding_requested" tells which of the values the client chose.
             "decoding": {
-                engine: decoding.as_dict()
-                for engine, decoding in self.plan.runtime.decoding.items()
+                engine: self.decoding_for(engine).as_dict() for engine in self.plan.runtime.decoding
             },
+            "decoding_requested": dict(self.requested_decoding),
             "decision": self.decision,
             "guard": {
                 "intent": verdict.intent,
@@ -142,7 +152,13 @@ class ChatPipeline:
         metrics.observe_stage("guards", outcome.timings_ms.get("guards_ms", 0.0) / 1000)
         for entity_type, count in outcome.protected.items():
             metrics.pii(entity_type, count)
-        run = ChatRun(request_id=request_id, model=chat.model, guard=outcome, plan=plan)
+        run = ChatRun(
+            request_id=request_id,
+            model=chat.model,
+            guard=outcome,
+            plan=plan,
+            requested_decoding=chat.requested_decoding,
+        )
         _log.info(
             "guards decided",
             extra={
@@ -461,10 +477,9 @@ class ChatPipeline:
         """One engine's deltas under the first-token and stall deadlines, noted in
         ``progress``; the engine's stream is cancelled at a deadline and always closed."""
         llm = self._settings.llm
-        # Each engine runs its own model, with its own repetition penalties.
-        decoding = run.plan.runtime.decoding_for(
-            "fallback" if client is self._services.fallback else "primary"
-        )
+        # Each engine runs its own model, with its own repetition penalties (unless the
+        # client chose the frequency and presence penalties itself).
+        decoding = run.decoding_for("fallback" if client is self._services.fallback else "primary")
         sampling = replace(
             request.sampling,
             repetition_penalty=decoding.repetition_penalty,

@@ -65,9 +65,23 @@ class ValidatedChat:
     conversation_id: str | None = None
     client: str | None = None
     language: str | None = None
+    # The client's own penalties (OpenAI fields); None: the answering engine's configured one.
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+
+    @property
+    def requested_decoding(self) -> dict[str, float]:
+        """The penalties the client set, by name; they win over every engine's configured
+        ones (repetition_penalty is not an OpenAI field: it stays configuration only)."""
+        requested = {
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
+        }
+        return {name: value for name, value in requested.items() if value is not None}
 
     def sampling(self, max_tokens: int) -> SamplingOptions:
-        """Sampling options with the answer budget decided by the context fitter."""
+        """Sampling options with the answer budget decided by the context fitter; the
+        penalties are each engine's, set by the pipeline (``ChatRun.decoding_for``)."""
         return SamplingOptions(
             max_tokens=max_tokens,
             temperature=self.temperature,
@@ -212,4 +226,6 @@ def validate_chat_request(
         conversation_id=body.conversation_id,
         client=body.client,
         language=language,
+        frequency_penalty=body.frequency_penalty,
+        presence_penalty=body.presence_penalty,
     )

@@ -402,7 +402,58 @@ def test_each_engine_answers_with_its_models_repetition_penalties(
         "primary": {"repetition_penalty": 1.15, "frequency_penalty": 0.2, "presence_penalty": 0.0},
         "fallback": {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.4},
     }
+    assert data["enclave"]["decoding_requested"] == {}
     primary.fail_before_first = True
     assert client.post(URL, json=body()).json()["enclave"]["engine"] == "scripted-fallback"
     rescued = fallback.requests[-1].sampling
     assert (rescued.repetition_penalty, rescued.presence_penalty) == (1.0, 0.4)
+
+
+def test_the_requests_own_penalties_reach_the_engine_and_the_lineage(
+    primary: ScriptedLLM, client: TestClient
+) -> None:
+    data = client.post(URL, json=body(frequency_penalty=1.5, presence_penalty=-0.5)).json()
+    sampling = primary.requests[-1].sampling
+    assert (sampling.frequency_penalty, sampling.presence_penalty) == (1.5, -0.5)
+    # repetition_penalty is not an OpenAI field: the model's configured one still applies.
+    assert sampling.repetition_penalty == 1.15
+    # The lineage: what each engine would apply, and which values the client chose.
+    assert data["enclave"]["decoding"] == {
+        "primary": {"repetition_penalty": 1.15, "frequency_penalty": 1.5, "presence_penalty": -0.5},
+        "fallback": {"repetition_penalty": 1.0, "frequency_penalty": 1.5, "presence_penalty": -0.5},
+    }
+    assert data["enclave"]["decoding_requested"] == {
+        "frequency_penalty": 1.5,
+        "presence_penalty": -0.5,
+    }
+
+
+def test_a_penalty_the_request_leaves_out_keeps_the_configured_one(
+    primary: ScriptedLLM, fallback: ScriptedLLM, client: TestClient
+) -> None:
+    # 0 is a choice (off), not "unset": it replaces the primary's configured 0.2.
+    data = client.post(URL, json=body(frequency_penalty=0)).json()
+    sampling = primary.requests[-1].sampling
+    assert (sampling.frequency_penalty, sampling.presence_penalty) == (0.0, 0.0)
+    assert data["enclave"]["decoding_requested"] == {"frequency_penalty": 0.0}
+    primary.fail_before_first = True
+    client.post(URL, json=body(frequency_penalty=0))
+    rescued = fallback.requests[-1].sampling
+    # The fallback keeps its own presence penalty (0.4): the request did not set one.
+    assert (rescued.frequency_penalty, rescued.presence_penalty) == (0.0, 0.4)
+
+
+@pytest.mark.parametrize("fail", ["before_first_token", "mid_stream"])
+def test_the_fallback_answers_with_the_requests_penalties(
+    primary: ScriptedLLM, fallback: ScriptedLLM, client: TestClient, fail: str
+) -> None:
+    if fail == "mid_stream":
+        primary.fail_after = 2
+    else:
+        primary.fail_before_first = True
+    data = client.post(URL, json=body(frequency_penalty=0.7, presence_penalty=1.1)).json()
+    assert data["enclave"]["engine"] == "scripted-fallback"
+    assert data["enclave"]["fallback_when"] == fail
+    rescued = fallback.requests[-1].sampling
+    assert (rescued.frequency_penalty, rescued.presence_penalty) == (0.7, 1.1)
+    assert rescued.repetition_penalty == 1.0  # the fallback model's configured one
