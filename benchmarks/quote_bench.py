@@ -1,11 +1,12 @@
 """How often the quote of the best source states the handbook answer, per slice.
 
-The retriever quotes the sentences of its best source closest to the question
-(``index.quotes``). This asks every handbook question of a knowledge base built from the
-sample handbook with the real MiniLM encoder (no language model, no stack) and judges each
-quote with the eval's hint rule (``serving.ops.eval_scoring.states_hint``), on the tuning and
-the held-back slice apart; also how often the hint is anywhere in the best passage (what a
-quote of that passage can reach at most).
+The retriever quotes the sentences closest to the question of its best source
+(``index.quotes``: among the ``retrieval.top_k`` passages, the one whose closest sentence,
+blended with its retrieval score, answers best). This asks every handbook question of a
+knowledge base built from the sample handbook with the real MiniLM encoder (no language
+model, no stack) and judges each quote with the eval's hint rule
+(``serving.ops.eval_scoring.states_hint``), on the tuning and the held-back slice apart; also
+how often the hint is anywhere in the quoted passage, and in the retriever's first passage.
 
     python -m benchmarks.quote_bench                      # builds a knowledge base (minutes)
     python -m benchmarks.quote_bench --kb-dir DIR         # reuse one built before into DIR
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from index.knowledge_base import KnowledgeBase
     from index.parsing import read_document
-    from index.quotes import best_quote
+    from index.quotes import QuoteFinder
     from models.encoder import SentenceEncoder
     from models.store import ModelStore
     from serving.ops.eval_scoring import held_back, states_hint
@@ -57,21 +58,30 @@ def main(argv: list[str] | None = None) -> int:
         kb.add_documents([read_document(p) for p in sorted((samples / "handbook").iterdir())])
     lines = (ROOT / "index" / "samples" / "handbook_eval.jsonl").read_text().splitlines()
     cases = [json.loads(line) for line in lines if line.strip()]
-    results = kb.query_batch([c["question"] for c in cases], k=1)
-    rows: dict[str, list[tuple[bool, bool]]] = {"tuning": [], "held-back": []}
+    top_k = settings.retrieval.top_k
+    results = kb.query_batch([c["question"] for c in cases], k=top_k)
+    finder = QuoteFinder(encoder)
+    rows: dict[str, list[tuple[bool, bool, bool]]] = {"tuning": [], "held-back": []}
     for case, result in zip(cases, results, strict=True):
-        passage = result.hits[0].chunk.text if result.hits else ""
-        quote = best_quote(encoder, case["question"], passage) if passage else ""
-        slice_ = "held-back" if held_back(case["id"]) else "tuning"
         hint = case["answer_hint"]
-        rows[slice_].append((states_hint(quote, hint), states_hint(passage, hint)))
+        passages = [(hit.chunk.text, hit.score) for hit in result.hits]
+        best, quote = finder.best_source(case["question"], passages)
+        quoted = passages[best][0] if passages else ""
+        first = passages[0][0] if passages else ""
+        slice_ = "held-back" if held_back(case["id"]) else "tuning"
+        rows[slice_].append(
+            (states_hint(quote.text, hint), states_hint(quoted, hint), states_hint(first, hint))
+        )
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
-    print("| slice | cases | quote states the hint | best passage states the hint |")
-    print("|---|---:|---:|---:|")
+    print(f"top_k: {top_k}")
+    print(
+        "| slice | cases | quote states the hint | quoted passage states it "
+        "| first passage states it |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for slice_, flags in rows.items():
-        quoted = sum(q for q, _ in flags) / len(flags)
-        passage_share = sum(p for _, p in flags) / len(flags)
-        print(f"| {slice_} | {len(flags)} | {quoted:.3f} | {passage_share:.3f} |")
+        share = [sum(f[i] for f in flags) / len(flags) for i in range(3)]
+        print(f"| {slice_} | {len(flags)} | {share[0]:.3f} | {share[1]:.3f} | {share[2]:.3f} |")
     return 0
 
 

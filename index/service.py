@@ -384,15 +384,20 @@ class KnowledgeBaseService:
         if embedding and embedding_model == self._encoder_id:
             vector = np.frombuffer(embedding, dtype=np.float32)
         result = await asyncio.to_thread(kb.query, query, k, min_score, vector=vector)
-        # The best source carries the sentence(s) that best answer the question, so a reader
-        # sees the handbook's own words beside the generated answer.
-        quote = (
-            await asyncio.to_thread(
-                self._quotes.best, query, result.hits[0].chunk.text, question_vector=vector
+        # The best source (the passage whose closest sentence, with its own score, answers
+        # best) goes first and carries the sentence(s) that best answer the question, so a
+        # reader sees the handbook's own words beside the generated answer.
+        hits = list(result.hits)
+        quote = ""
+        if hits:
+            best, found = await asyncio.to_thread(
+                self._quotes.best_source,
+                query,
+                [(hit.chunk.text, hit.score) for hit in hits],
+                question_vector=vector,
             )
-            if result.hits
-            else ""
-        )
+            hits.insert(0, hits.pop(best))
+            quote = found.text
         sources = tuple(
             Source(
                 knowledge_base=name,
@@ -404,7 +409,7 @@ class KnowledgeBaseService:
                 text=hit.chunk.text,
                 quote=quote if rank == 0 else "",
             )
-            for rank, hit in enumerate(result.hits)
+            for rank, hit in enumerate(hits)
         )
         return RetrievalResult(
             version=None if result.version == "empty" else result.version,

@@ -515,15 +515,21 @@ async function openPassage(source) {
   }
 }
 
-/** The passage, with the quote (when the answer's source has one) highlighted. */
+/** The passage, with the quote (when the answer's source has one) highlighted: a quote is
+ * runs of the passage's own text joined by QUOTE_GAP, each highlighted where it stands. */
+const QUOTE_GAP = " … ";
 function showPassageText(text, quote) {
   const box = $("passage-text");
-  const at = quote ? text.indexOf(quote) : -1;
-  if (at < 0) {
-    box.textContent = text;
-    return;
+  const pieces = [];
+  let from = 0;
+  for (const part of quote ? quote.split(QUOTE_GAP) : []) {
+    const at = part ? text.indexOf(part, from) : -1;
+    if (at < 0) continue;
+    pieces.push(text.slice(from, at), el("mark", {}, part));
+    from = at + part.length;
   }
-  box.replaceChildren(text.slice(0, at), el("mark", {}, quote), text.slice(at + quote.length));
+  pieces.push(text.slice(from));
+  box.replaceChildren(...pieces);
 }
 
 // ---------------------------------------------------------------- chat

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from index.quotes import QuoteFinder, best_quote, sentences
+from index.quotes import QUOTE_GAP, Quote, QuoteFinder, best_quote, sentences
 from tests.unit.test_index_versions import HashingEncoder
 
 PASSAGE = (
@@ -23,16 +23,71 @@ def test_a_passage_splits_into_sentences_and_list_items_without_headings() -> No
     ]
 
 
-def test_the_sentence_closest_to_the_question_is_quoted() -> None:
+def test_the_closest_sentences_are_quoted_in_passage_order_as_written() -> None:
     encoder = HashingEncoder()
     quote = best_quote(encoder, "How much RAM do data scientists get?", PASSAGE)
-    # The two closest sentences, in the passage's order (a bag-of-words encoder here).
+    # The three closest sentences (a bag-of-words encoder here), in the passage's order,
+    # copied as the passage has them: neighbours stay one run, list marker included.
     assert quote == (
         "Data scientists get the standard laptop with 36 GB of RAM and a 1 TB disk. "
-        "Ask IT through Helm for a replacement."
+        "Laptops are replaced every 4 years.\n- Ask IT through Helm for a replacement."
     )
     # One encoder call: the question and the sentences together.
     assert len(encoder.texts) == 1 + 4
+
+
+def test_sentences_that_are_not_neighbours_are_quoted_apart_each_as_written() -> None:
+    passage = (
+        "Data scientists get 36 GB of RAM. Zebras graze quietly at dawn. "
+        "Bananas ripen yellow in summer. Data scientists ask IT for more RAM. "
+        "Data scientists' RAM is checked every year."
+    )
+    quote = best_quote(HashingEncoder(), "How much RAM do data scientists get?", passage)
+    assert quote == (
+        f"Data scientists get 36 GB of RAM.{QUOTE_GAP}Data scientists ask IT for more RAM. "
+        "Data scientists' RAM is checked every year."
+    )
+    # Every part of the quote is the passage's own text (the portal highlights each).
+    assert all(part in passage for part in quote.split(QUOTE_GAP))
+
+
+TABLE = (
+    "Probation lasts a while, by country of the contract.\n\n"
+    "Country | Probation period\n"
+    "Portugal | 90 days\n"
+    "Canada | 3 months\n"
+    "Kenya | 6 months\n\n"
+    "A probation review is held two weeks before the end."
+)
+
+
+def test_table_rows_are_sentences_read_under_their_header_which_is_never_quoted() -> None:
+    assert sentences(TABLE) == [
+        "Probation lasts a while, by country of the contract.",
+        "Portugal | 90 days",
+        "Canada | 3 months",
+        "Kenya | 6 months",
+        "A probation review is held two weeks before the end.",
+    ]
+    encoder = HashingEncoder()
+    best_quote(encoder, "probation in Kenya?", TABLE)
+    # Each row reaches the encoder with its table's header, which gives it its meaning.
+    assert "Country | Probation period\nKenya | 6 months" in encoder.texts
+    assert "Country | Probation period" not in encoder.texts
+
+
+def test_the_best_source_is_the_passage_whose_sentence_answers_not_only_the_first() -> None:
+    finder = QuoteFinder(HashingEncoder())
+    question = "How many months is probation in Kenya?"
+    about_laptops = "Laptops are replaced every 4 years. Ask IT through Helm for one."
+    # The retriever ranked the laptop passage a little higher; the table's row answers.
+    best, quote = finder.best_source(question, [(about_laptops, 0.52), (TABLE, 0.50)])
+    assert best == 1
+    assert "Kenya | 6 months" in quote.text
+    # A passage far ahead on its retrieval score stays first.
+    best, _ = finder.best_source(question, [(about_laptops, 0.95), (TABLE, 0.30)])
+    assert best == 0
+    assert finder.best_source(question, []) == (0, Quote(""))
 
 
 def test_a_passage_without_a_sentence_has_no_quote() -> None:
