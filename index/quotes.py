@@ -53,6 +53,10 @@ class _Candidate:
     embedded: str
 
 
+# A passage's quotable sentences and their embeddings (one row each).
+_Embedded = tuple[list[_Candidate], npt.NDArray[np.float32]]
+
+
 @dataclass(frozen=True, slots=True)
 class Quote:
     """The sentence(s) of one passage closest to a question."""
@@ -141,9 +145,7 @@ class QuoteFinder:
     def __init__(self, encoder: TextEncoder, capacity: int = 2048) -> None:
         self._encoder = encoder
         self._capacity = capacity
-        self._cache: OrderedDict[str, tuple[list[_Candidate], npt.NDArray[np.float32]]] = (
-            OrderedDict()
-        )
+        self._cache: OrderedDict[str, _Embedded] = OrderedDict()
         self._lock = threading.Lock()
 
     def best(
@@ -154,7 +156,8 @@ class QuoteFinder:
         question_vector: npt.NDArray[np.float32] | None = None,
     ) -> str:
         """The sentence(s) of ``passage`` closest to ``question``; empty when it has none."""
-        return self._quote(passage, self._question_vector(question, question_vector)).text
+        vector = self._question_vector(question, question_vector)
+        return _quote_of(passage, self._sentences([passage])[0], vector).text
 
     def best_source(
         self,
@@ -169,7 +172,11 @@ class QuoteFinder:
         if not passages:
             return 0, Quote("")
         vector = self._question_vector(question, question_vector)
-        quotes = [self._quote(text, vector) for text, _ in passages]
+        embedded = self._sentences([text for text, _ in passages])
+        quotes = [
+            _quote_of(text, found, vector)
+            for (text, _), found in zip(passages, embedded, strict=True)
+        ]
         blended = [
             _PASSAGE_WEIGHT * score + (1 - _PASSAGE_WEIGHT) * quote.match
             for (_, score), quote in zip(passages, quotes, strict=True)
@@ -184,27 +191,48 @@ class QuoteFinder:
             return given
         return np.asarray(self._encoder.encode([" ".join(question.split())])[0], dtype=np.float32)
 
-    def _quote(self, passage: str, question_vector: npt.NDArray[np.float32]) -> Quote:
-        candidates, vectors = self._sentences(passage)
-        if not candidates:
-            return Quote("")
-        return _quote(passage, candidates, vectors @ question_vector)
-
-    def _sentences(self, passage: str) -> tuple[list[_Candidate], npt.NDArray[np.float32]]:
-        key = hashlib.sha256(passage.encode()).hexdigest()
+    def _sentences(self, passages: Sequence[str]) -> list[_Embedded]:
+        """Each passage's sentences and their embeddings: from the cache, the rest split and
+        embedded in one encoder call."""
+        keys = [_key(text) for text in passages]
+        found: dict[str, _Embedded] = {}
         with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                return cached
-        candidates = _candidates(passage)
+            for key in keys:
+                cached = self._cache.get(key)
+                if cached is not None:
+                    self._cache.move_to_end(key)
+                    found[key] = cached
+        missing = {
+            key: _candidates(text)
+            for key, text in zip(keys, passages, strict=True)
+            if key not in found
+        }
+        texts = [c.embedded for candidates in missing.values() for c in candidates]
         vectors = (
-            np.asarray(self._encoder.encode([c.embedded for c in candidates]), dtype=np.float32)
-            if candidates
+            np.asarray(self._encoder.encode(texts), dtype=np.float32)
+            if texts
             else np.zeros((0, 0), dtype=np.float32)
         )
-        with self._lock:
-            self._cache[key] = (candidates, vectors)
-            while len(self._cache) > self._capacity:
-                self._cache.popitem(last=False)
-        return candidates, vectors
+        offset = 0
+        for key, candidates in missing.items():
+            found[key] = (candidates, vectors[offset : offset + len(candidates)])
+            offset += len(candidates)
+        if missing:
+            with self._lock:
+                for key in missing:
+                    self._cache[key] = found[key]
+                    self._cache.move_to_end(key)
+                while len(self._cache) > self._capacity:
+                    self._cache.popitem(last=False)
+        return [found[key] for key in keys]
+
+
+def _quote_of(passage: str, embedded: _Embedded, question_vector: npt.NDArray[np.float32]) -> Quote:
+    candidates, vectors = embedded
+    if not candidates:
+        return Quote("")
+    return _quote(passage, candidates, vectors @ question_vector)
+
+
+def _key(passage: str) -> str:
+    return hashlib.sha256(passage.encode()).hexdigest()

@@ -17,12 +17,13 @@ from tests.e2e.stack import GUARD_DIR, ROOT, RunningStack
 pytestmark = pytest.mark.e2e
 
 # Measured on the embedded SmolLM2-135M, temperature 0, neutral decoding, these 12 cases
-# (`enclave eval run --dataset handbook --limit 12`, 2026-12-03, models/README.md): hint
-# correctness 0.25 (3/12), answer-or-quote 0.50 (6/12), citation 0.00. Floors: one case
-# fewer than measured. Citation has no floor: the embedded model writes no valid [n] marker
-# (0 on every slice measured), so a floor above 0 cannot hold and 0 proves nothing.
+# (`enclave eval run --dataset handbook --limit 12`, 2026-12-03 evening, models/README.md):
+# hint correctness 0.25 (3/12), answer-or-quote 0.75 (9/12; 0.50 before the quote chose its
+# source among the retrieved passages), citation 0.00. Floors: one case fewer than
+# measured. Citation has no floor: the embedded model writes no valid [n] marker (0 on every
+# slice measured), so a floor above 0 cannot hold and 0 proves nothing.
 HINT_FLOOR = 0.16
-ANSWER_OR_QUOTE_FLOOR = 0.41
+ANSWER_OR_QUOTE_FLOOR = 0.66
 
 ENCLAVE = [sys.executable, "-m", "serving.ops.cli"]
 

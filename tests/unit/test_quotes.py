@@ -105,3 +105,16 @@ def test_the_finder_quotes_as_best_quote_and_encodes_each_passage_once() -> None
     vector = HashingEncoder().encode([question])[0]
     assert finder.best(question, PASSAGE, question_vector=vector) == expected
     assert len(encoder.texts) == 5
+
+
+def test_the_best_source_embeds_every_new_passage_in_one_encoder_call() -> None:
+    encoder = HashingEncoder()
+    finder = QuoteFinder(encoder)
+    calls = []
+    real = encoder.encode
+    encoder.encode = lambda texts: calls.append(len(texts)) or real(texts)  # type: ignore[method-assign]
+    passages = [(PASSAGE, 0.6), (TABLE, 0.5)]
+    finder.best_source("How much RAM?", passages)
+    assert calls == [1, 4 + 5]  # the question, then both passages' sentences together
+    finder.best_source("How much RAM?", passages)
+    assert calls == [1, 9, 1]  # the passages are cached: only the question again
