@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from index.base import TextEncoder
 
-__all__ = ["QUOTE_GAP", "Quote", "QuoteFinder", "best_quote", "sentences"]
+__all__ = ["QUOTE_GAP", "Quote", "QuoteFinder", "sentences"]
 
 QUOTE_GAP = " … "
 # A sentence ends at . ! ? followed by white space; a line is never part of two sentences.
@@ -96,7 +96,7 @@ def _candidates(text: str) -> list[_Candidate]:
             start += marker.end()
             line = line[marker.end() :]
         cursor = 0
-        for part in [*_SENTENCE_END.split(line)]:
+        for part in _SENTENCE_END.split(line):
             at = line.index(part, cursor)
             cursor = at + len(part)
             part_start = start + at
@@ -127,15 +127,6 @@ def _quote(text: str, candidates: list[_Candidate], scores: npt.NDArray[np.float
     return Quote(quote, float(scores[ranked[0]]))
 
 
-def best_quote(encoder: TextEncoder, question: str, passage: str) -> str:
-    """The sentence(s) of ``passage`` closest to ``question``; empty when it has none."""
-    candidates = _candidates(passage)
-    if not candidates:
-        return ""
-    vectors = encoder.encode([" ".join(question.split()), *(c.embedded for c in candidates)])
-    return _quote(passage, candidates, vectors[1:] @ vectors[0]).text
-
-
 class QuoteFinder:
     """Quotes for the retriever's hot path: the question's embedding is reused when the
     caller has it, and each passage's sentence embeddings are kept (a passage's text never
@@ -147,17 +138,6 @@ class QuoteFinder:
         self._capacity = capacity
         self._cache: OrderedDict[str, _Embedded] = OrderedDict()
         self._lock = threading.Lock()
-
-    def best(
-        self,
-        question: str,
-        passage: str,
-        *,
-        question_vector: npt.NDArray[np.float32] | None = None,
-    ) -> str:
-        """The sentence(s) of ``passage`` closest to ``question``; empty when it has none."""
-        vector = self._question_vector(question, question_vector)
-        return _quote_of(passage, self._sentences([passage])[0], vector).text
 
     def best_source(
         self,

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from index.quotes import QUOTE_GAP, Quote, QuoteFinder, best_quote, sentences
+from index.quotes import QUOTE_GAP, Quote, QuoteFinder, sentences
 from tests.unit.test_index_versions import HashingEncoder
+
+
+def quote_of(encoder: HashingEncoder, question: str, passage: str) -> str:
+    """The quote of one retrieved passage, as the retriever makes it."""
+    return QuoteFinder(encoder).best_source(question, [(passage, 0.5)])[1].text
+
 
 PASSAGE = (
     "## Laptops\n\n"
@@ -25,14 +31,14 @@ def test_a_passage_splits_into_sentences_and_list_items_without_headings() -> No
 
 def test_the_closest_sentences_are_quoted_in_passage_order_as_written() -> None:
     encoder = HashingEncoder()
-    quote = best_quote(encoder, "How much RAM do data scientists get?", PASSAGE)
+    quote = quote_of(encoder, "How much RAM do data scientists get?", PASSAGE)
     # The three closest sentences (a bag-of-words encoder here), in the passage's order,
     # copied as the passage has them: neighbours stay one run, list marker included.
     assert quote == (
         "Data scientists get the standard laptop with 36 GB of RAM and a 1 TB disk. "
         "Laptops are replaced every 4 years.\n- Ask IT through Helm for a replacement."
     )
-    # One encoder call: the question and the sentences together.
+    # The question once, the passage's four sentences once.
     assert len(encoder.texts) == 1 + 4
 
 
@@ -42,7 +48,7 @@ def test_sentences_that_are_not_neighbours_are_quoted_apart_each_as_written() ->
         "Bananas ripen yellow in summer. Data scientists ask IT for more RAM. "
         "Data scientists' RAM is checked every year."
     )
-    quote = best_quote(HashingEncoder(), "How much RAM do data scientists get?", passage)
+    quote = quote_of(HashingEncoder(), "How much RAM do data scientists get?", passage)
     assert quote == (
         f"Data scientists get 36 GB of RAM.{QUOTE_GAP}Data scientists ask IT for more RAM. "
         "Data scientists' RAM is checked every year."
@@ -70,7 +76,7 @@ def test_table_rows_are_sentences_read_under_their_header_which_is_never_quoted(
         "A probation review is held two weeks before the end.",
     ]
     encoder = HashingEncoder()
-    best_quote(encoder, "probation in Kenya?", TABLE)
+    quote_of(encoder, "probation in Kenya?", TABLE)
     # Each row reaches the encoder with its table's header, which gives it its meaning.
     assert "Country | Probation period\nKenya | 6 months" in encoder.texts
     assert "Country | Probation period" not in encoder.texts
@@ -91,19 +97,20 @@ def test_the_best_source_is_the_passage_whose_sentence_answers_not_only_the_firs
 
 
 def test_a_passage_without_a_sentence_has_no_quote() -> None:
-    assert best_quote(HashingEncoder(), "RAM?", "## Laptops\n\nRAM") == ""
+    assert quote_of(HashingEncoder(), "RAM?", "## Laptops\n\nRAM") == ""
 
 
-def test_the_finder_quotes_as_best_quote_and_encodes_each_passage_once() -> None:
+def test_a_passage_is_encoded_once_and_the_guards_question_vector_is_reused() -> None:
     question = "How much RAM do data scientists get?"
-    expected = best_quote(HashingEncoder(), question, PASSAGE)
+    expected = quote_of(HashingEncoder(), question, PASSAGE)
     encoder = HashingEncoder()
     finder = QuoteFinder(encoder)
-    assert finder.best(question, PASSAGE) == expected
-    assert len(encoder.texts) == 4 + 1  # the sentences, then the question
+    assert finder.best_source(question, [(PASSAGE, 0.5)])[1].text == expected
+    assert len(encoder.texts) == 1 + 4  # the question, then the sentences
     # The same passage again, with the question's embedding given (the guard's): no pass.
     vector = HashingEncoder().encode([question])[0]
-    assert finder.best(question, PASSAGE, question_vector=vector) == expected
+    again = finder.best_source(question, [(PASSAGE, 0.5)], question_vector=vector)
+    assert again[1].text == expected
     assert len(encoder.texts) == 5
 
 
